@@ -1,0 +1,48 @@
+"""Qwen Workbench: run, inspect and measure Qwen3.5 hybrid models on PyTorch or MLX.
+
+`import workbench` imports neither torch nor mlx; a backend's framework is imported by `load`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import BackendNotInstalled, WorkbenchError
+from .generation import Generation, SamplingParams, Stats
+from .hub import bundled_names
+from .spec import ModelSpec
+
+__all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
+           "WorkbenchError", "BackendNotInstalled", "bundled_names"]
+__version__ = "0.1.0"
+
+
+def load(model: str | Path = "tiny", backend: str = "auto", device: str | None = None,
+         dtype: str | None = None, revision: str | None = None) -> "Model":
+    """Load a Qwen3.5-family checkpoint.
+
+    model:    a bundled name ("tiny": Qwen3.5-MoE, "tiny-dense": dense Qwen3.5), a local folder in
+              the Hugging Face layout, or a Hub id such as "Qwen/Qwen3.5-35B-A3B".
+    backend:  "auto" (MLX on Apple Silicon when installed, else torch on CUDA, else torch on CPU;
+              the WORKBENCH_BACKEND environment variable overrides), "torch" or "mlx".
+    device:   torch: "cpu", "cuda", "cuda:N"; MLX: "gpu" or "cpu". None picks the best one.
+    dtype:    "float32", "bfloat16" or "float16"; None keeps the checkpoint's dtype (MLX on a CPU:
+              float32, the only dtype its MoE kernels support).
+    revision: a branch, tag or commit for Hub ids.
+    """
+    from . import hub
+    from .backends import backend_class, choose_backend
+    from .model import Model
+    from .tokenizer import Tokenizer
+
+    path = hub.resolve(model, revision)
+    spec = ModelSpec.from_file(path)
+    tokenizer = Tokenizer(path)
+    engine = backend_class(choose_backend(backend)).load(path, spec, device, dtype)
+    return Model(engine, tokenizer, path, spec)
+
+
+def __getattr__(name):  # Model without importing a backend at package import
+    if name == "Model":
+        from .model import Model
+        return Model
+    raise AttributeError(name)

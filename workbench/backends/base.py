@@ -1,0 +1,70 @@
+"""The contract every backend implements. A backend knows its framework and nothing else.
+
+Device values (logits, sampled tokens, caches) stay opaque to the code above; everything that
+crosses this boundary towards the user is numpy or a Python scalar.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..generation import SamplingParams
+from ..spec import ModelSpec
+
+# A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).
+Sampler = Callable[[Any], Any]
+
+
+class Backend(ABC):
+    name: str        # "torch" | "mlx"
+    device: str      # e.g. "cpu", "cuda:0", "gpu" (Metal)
+    dtype: str       # compute dtype of the weights, e.g. "float32", "bfloat16"
+    spec: ModelSpec
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, spec: ModelSpec, device: str | None, dtype: str | None) -> "Backend":
+        """Load the text model of the checkpoint folder `path`."""
+
+    @property
+    @abstractmethod
+    def kernels(self) -> dict[str, str]:
+        """Which implementation runs each part: gated_delta_rule, causal_conv1d, attention, moe."""
+
+    @abstractmethod
+    def logits(self, token_ids: np.ndarray) -> np.ndarray:
+        """Full forward without a cache: ids `[T]` -> logits `[T, vocab]` float32."""
+
+    @abstractmethod
+    def new_cache(self) -> Any:
+        """An empty cache: KV for full-attention layers, conv + recurrent state for DeltaNet."""
+
+    @abstractmethod
+    def forward(self, tokens: Any, cache: Any) -> Any:
+        """Run `tokens` (numpy ids `[T]`, or a token the sampler returned) through the model,
+        extending `cache`; return the last position's logits as a device array `[vocab]`."""
+
+    @abstractmethod
+    def make_sampler(self, params: SamplingParams) -> Sampler:
+        """A stateful on-device sampler (its own seeded generator and presence mask)."""
+
+    def queue(self, value: Any) -> None:
+        """Start computing `value` without waiting (asynchronous devices); default: nothing."""
+
+    @abstractmethod
+    def to_int(self, token: Any) -> int:
+        """Read a sampled token back to the host (waits for it)."""
+
+    @abstractmethod
+    def synchronize(self) -> None:
+        """Wait until all queued device work is done (before every clock read in benchmarks)."""
+
+    @abstractmethod
+    def reset_peak_memory(self) -> None: ...
+
+    @abstractmethod
+    def peak_memory(self) -> int | None:
+        """Peak device memory in bytes since the last reset; None where the device can't say."""

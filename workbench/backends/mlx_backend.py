@@ -1,0 +1,216 @@
+"""MLX backend: mlx-lm's Qwen3.5 / Qwen3.5-MoE / Qwen3-Next models (Metal on Apple Silicon,
+the CPU build elsewhere), loaded by the workbench's own loader.
+
+The loader differs from `mlx_lm.load` in one place that matters for real checkpoints: Qwen3.5
+stores decoder RMSNorm weights as offsets (the layer computes x * (1 + w)). mlx-lm adds the 1 in
+the checkpoint dtype, which in bfloat16 rounds every norm weight and flips expert routing. Here the
+offsets are lifted to float32 before the 1 is added, and the norms cast their output back to the
+activation dtype, as transformers does.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendNotInstalled, WorkbenchError
+from ..generation import SamplingParams
+from ..spec import ModelSpec
+from . import host_memory
+from .base import Backend, Sampler
+
+try:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx_lm  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise BackendNotInstalled(
+        f"the MLX backend needs mlx and mlx-lm ({exc.name} is missing): "
+        "pip install 'qwen-workbench[mlx]' (on Linux this installs the CPU build, mlx[cpu]).") from None
+
+_DTYPES = {"float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
+# Decoder norms stored as offsets (mlx-lm's list); linear_attn.norm is a plain scale.
+_OFFSET_NORMS = (".input_layernorm.weight", ".post_attention_layernorm.weight", "model.norm.weight",
+                 ".q_norm.weight", ".k_norm.weight")
+
+
+def _model_classes(config: dict):
+    """mlx-lm's classes for this config, with a sanitize that adds the norm offset in float32."""
+    from mlx_lm.utils import _get_classes
+
+    model_class, args_class = _get_classes(config)
+
+    class Float32OffsetModel(model_class):
+        def sanitize(self, weights):
+            weights = {k: (v.astype(mx.float32) if v.ndim == 1 and k.endswith(_OFFSET_NORMS) else v)
+                       for k, v in weights.items()}
+            return super().sanitize(weights)
+
+    Float32OffsetModel.__name__ = model_class.__name__
+    return Float32OffsetModel, args_class
+
+
+class _CastingRMSNorm(nn.RMSNorm):
+    """RMSNorm with a float32 weight whose output keeps the activation dtype."""
+
+    def __call__(self, x):
+        return super().__call__(x).astype(x.dtype)
+
+
+class MLXBackend(Backend):
+    name = "mlx"
+
+    def __init__(self, model, spec: ModelSpec, device, dtype):
+        self.model, self.spec = model, spec
+        self._device = device
+        self.device = "gpu" if device == mx.gpu else "cpu"
+        self.dtype = str(dtype).removeprefix("mlx.core.")
+
+    @classmethod
+    def load(cls, path: Path, spec: ModelSpec, device: str | None, dtype: str | None) -> "MLXBackend":
+        from mlx_lm.utils import load_model
+
+        devices = {"cpu": mx.cpu, "gpu": mx.gpu, "metal": mx.gpu}
+        if device is not None and device not in devices:
+            raise WorkbenchError(f"device={device!r} is not an MLX device; use 'gpu' (Metal) or 'cpu'.")
+        target = devices[device] if device else mx.default_device()
+        if target == mx.gpu and not mx.metal.is_available():
+            raise WorkbenchError("device='gpu' needs Metal (Apple Silicon); this MLX is the CPU build. "
+                                 "Use device='cpu' or the torch backend.")
+        on_cpu = target == mx.cpu
+        name = dtype or ("float32" if on_cpu else spec.dtype)
+        if name not in _DTYPES:
+            raise WorkbenchError(f"dtype={name!r} is not supported; use one of {', '.join(_DTYPES)}.")
+        if on_cpu and spec.is_moe and name != "float32":
+            raise WorkbenchError(
+                f"dtype={name!r}: MLX on the CPU runs mixture-of-experts layers in float32 only "
+                "(its GatherMM has no other dtype). Use dtype='float32' (the default here), Metal, "
+                "or the torch backend for bfloat16.")
+        interval = spec.full_attention_interval
+        if spec.layer_types != tuple("full_attention" if (i + 1) % interval == 0 else "linear_attention"
+                                     for i in range(spec.num_layers)):
+            raise WorkbenchError(
+                "this checkpoint's layer_types do not follow its full_attention_interval "
+                f"({interval}), which is all mlx-lm reads; load it with backend='torch'.")
+        with mx.stream(target):
+            model, _ = load_model(Path(path), get_model_classes=_model_classes)
+            compute = _DTYPES[name]
+            _cast_weights(model, compute)
+            if compute != mx.float32:
+                for _, module in model.named_modules():
+                    if type(module) is nn.RMSNorm:
+                        module.__class__ = _CastingRMSNorm
+            mx.eval(model.parameters())
+        model.eval()
+        return cls(model, spec, target, compute)
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        metal = self._device == mx.gpu
+        return {
+            "gated_delta_rule": ("MLX Metal kernel (mlx_lm gated_delta_kernel)" if metal
+                                 else "MLX ops (token-by-token recurrence)"),
+            "causal_conv1d": "MLX conv1d",
+            "attention": "MLX fast.scaled_dot_product_attention",
+            "moe": ("MLX gather_mm (SwitchGLU)" if self.spec.is_moe else "dense MLP (MLX)"),
+        }
+
+    # ---- forward ------------------------------------------------------------------------
+    def logits(self, token_ids: np.ndarray) -> np.ndarray:
+        with mx.stream(self._device):
+            out = self.model(mx.array(np.asarray(token_ids, dtype=np.int32))[None])
+            return np.array(out[0].astype(mx.float32))
+
+    def new_cache(self):
+        return self.model.make_cache()
+
+    def forward(self, tokens, cache):
+        with mx.stream(self._device):
+            if isinstance(tokens, np.ndarray):
+                ids = mx.array(tokens.astype(np.int32, copy=False))[None]
+            else:
+                ids = tokens.reshape(1, 1)
+            return self.model(ids, cache=cache)[0, -1]
+
+    def make_sampler(self, params: SamplingParams) -> Sampler:
+        device = self._device
+        vocab = self.spec.vocab_size
+        state: dict[str, Any] = {
+            "seen": mx.zeros((vocab,), dtype=mx.float32) if params.presence_penalty else None,
+            "key": None if params.greedy else mx.random.key(
+                params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")),
+        }
+
+        def sample(logits):
+            with mx.stream(device):
+                logits = logits.astype(mx.float32)
+                if state["seen"] is not None:
+                    logits = logits - params.presence_penalty * state["seen"]
+                if params.greedy:
+                    token = mx.argmax(logits)
+                else:
+                    state["key"], key = mx.random.split(state["key"])
+                    token = _draw(logits, params, key)
+                if state["seen"] is not None:
+                    state["seen"] = mx.maximum(state["seen"], (mx.arange(vocab) == token).astype(mx.float32))
+                return token
+
+        return sample
+
+    def queue(self, value) -> None:
+        mx.async_eval(value)
+
+    def to_int(self, token) -> int:
+        return int(token.item())
+
+    def synchronize(self) -> None:
+        mx.synchronize()
+
+    def reset_peak_memory(self) -> None:
+        if self._device == mx.gpu:
+            mx.reset_peak_memory()
+        else:
+            host_memory.reset_peak()
+
+    def peak_memory(self) -> int | None:
+        if self._device == mx.gpu:
+            return int(mx.get_peak_memory())
+        return host_memory.peak_bytes()
+
+
+def _cast_weights(model, dtype) -> None:
+    """Cast floating weights to `dtype`, except those kept in float32 on purpose: A_log (mlx-lm's
+    cast predicate) and the norm weights whose offset was added in float32."""
+    from mlx.utils import tree_map_with_path
+
+    may_cast = getattr(model, "cast_predicate", lambda _path: True)
+
+    def cast(path, w):
+        if not mx.issubdtype(w.dtype, mx.floating) or path.endswith(_OFFSET_NORMS) or not may_cast(path):
+            return w
+        return w.astype(dtype)
+
+    model.update(tree_map_with_path(cast, model.parameters()))
+
+
+def _draw(logits, p: SamplingParams, key):
+    """Temperature, top-k, top-p, min-p, then one draw. logits: [vocab] float32."""
+    logits = logits / p.temperature
+    neg_inf = mx.array(-float("inf"), dtype=logits.dtype)
+    if p.top_k:
+        k = min(p.top_k, logits.shape[-1])
+        kth = mx.topk(logits, k)  # k largest, order not guaranteed
+        logits = mx.where(logits < kth.min(), neg_inf, logits)
+    if p.top_p < 1.0:
+        order = mx.argsort(-logits)
+        sorted_logits = logits[order]
+        probs = mx.softmax(sorted_logits)
+        drop = (mx.cumsum(probs) - probs) >= p.top_p
+        kept = mx.where(drop, neg_inf, sorted_logits)
+        logits = mx.zeros_like(logits).at[order].add(kept)
+    if p.min_p:
+        probs = mx.softmax(logits)
+        logits = mx.where(probs < p.min_p * probs.max(), neg_inf, logits)
+    return mx.random.categorical(logits, key=key)

@@ -1,0 +1,227 @@
+"""PyTorch backend: transformers' Qwen3.5 / Qwen3.5-MoE / Qwen3-Next text models.
+
+On CUDA, transformers binds flash-linear-attention (chunked and fused-recurrent gated delta rule)
+and causal-conv1d when they are installed. Those are Triton/CUDA kernels: on any other device they
+must never run (with triton installed on a CPU-only machine the first forward dies with "0 active
+drivers"), so each bound function is wrapped to take the torch reference path off CUDA.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendNotInstalled, WorkbenchError
+from ..generation import SamplingParams
+from ..spec import ModelSpec
+from . import host_memory
+from .base import Backend, Sampler
+
+try:
+    import torch
+    import transformers  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise BackendNotInstalled(
+        f"the torch backend needs PyTorch and transformers ({exc.name} is missing): "
+        "pip install 'qwen-workbench[torch]' (on a CPU-only Linux machine install torch==2.13.0 "
+        "first, or pip pulls a multi-GB CUDA build).") from None
+
+_MODELING = {
+    "qwen3_5_moe": "transformers.models.qwen3_5_moe.modeling_qwen3_5_moe",
+    "qwen3_5": "transformers.models.qwen3_5.modeling_qwen3_5",
+    "qwen3_next": "transformers.models.qwen3_next.modeling_qwen3_next",
+}
+# Module-level functions transformers binds to a fused kernel when its package is installed.
+_FUSABLE = {
+    "gated_delta_rule": ("torch_chunk_gated_delta_rule", "torch_recurrent_gated_delta_rule"),
+    "causal_conv1d": ("causal_conv1d_fn", "causal_conv1d_update"),
+}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _bound_implementation(fn) -> Any:
+    """The implementation transformers chose for a `use_kernel_func_from_hub_with_fallback`
+    function (kept in its closure), or the function itself."""
+    cells = dict(zip(getattr(fn, "__code__", None) and fn.__code__.co_freevars or (),
+                     fn.__closure__ or ()))
+    cell = cells.get("implementation")
+    return cell.cell_contents if cell is not None else fn
+
+
+def _guard_fused_kernels(module) -> dict[str, Any]:
+    """Make every fused-kernel binding in `module` fall back to torch off CUDA (once per module).
+
+    Returns {function name: fused implementation or None}."""
+    if hasattr(module, "_workbench_fused"):
+        return module._workbench_fused
+    fused: dict[str, Any] = {}
+    for names in _FUSABLE.values():
+        for name in names:
+            wrapped = getattr(module, name, None)
+            if wrapped is None:
+                continue
+            reference = getattr(wrapped, "__wrapped__", wrapped)
+            impl = _bound_implementation(wrapped)
+            if impl is reference or impl is wrapped:
+                fused[name] = None
+                continue
+            fused[name] = impl
+
+            def dispatch(x, *args, _fast=wrapped, _ref=reference, **kwargs):
+                return (_fast if x.is_cuda else _ref)(x, *args, **kwargs)
+
+            setattr(module, name, dispatch)
+    module._workbench_fused = fused
+    return fused
+
+
+def _describe(fn) -> str:
+    mod = getattr(fn, "__module__", "") or ""
+    if mod.startswith("fla"):
+        return f"flash-linear-attention Triton ({fn.__name__})"
+    if mod.startswith("causal_conv1d"):
+        return f"causal-conv1d CUDA ({fn.__name__})"
+    return f"{mod}.{getattr(fn, '__name__', fn)}"
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model, spec: ModelSpec, device: torch.device, dtype: torch.dtype, fused: dict):
+        self.model, self.spec = model, spec
+        self._device, self._dtype = device, dtype
+        self._fused = fused
+        self.device = str(device)
+        self.dtype = str(dtype).removeprefix("torch.")
+
+    @classmethod
+    def load(cls, path: Path, spec: ModelSpec, device: str | None, dtype: str | None) -> "TorchBackend":
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch_device = torch.device(device)
+        except RuntimeError:
+            raise WorkbenchError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'.") from None
+        if torch_device.type == "cuda" and not torch.cuda.is_available():
+            raise WorkbenchError("device='cuda' was asked for but this PyTorch sees no CUDA GPU; "
+                                 "use device='cpu' (or install a CUDA build of torch).")
+        name = dtype or spec.dtype
+        if name not in _DTYPES:
+            raise WorkbenchError(f"dtype={name!r} is not supported; use one of {', '.join(_DTYPES)}.")
+        fused = _guard_fused_kernels(importlib.import_module(_MODELING[spec.architecture]))
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the dropped vision/MTP weights are expected
+        try:
+            # Weights go straight to the GPU (accelerate's device_map), not through host memory.
+            placement = {} if torch_device.type == "cpu" else {"device_map": str(torch_device)}
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=_DTYPES[name], attn_implementation="sdpa", **placement)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        model.eval()
+        return cls(model, spec, torch_device, _DTYPES[name], fused)
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        on_cuda = self._device.type == "cuda"
+
+        def part(names, reference):
+            fast = [self._fused.get(n) for n in names]
+            if on_cuda and all(fast):
+                return " + ".join(_describe(f) for f in fast)
+            return reference
+
+        experts = getattr(self.model.config, "_experts_implementation", None) or "eager"
+        return {
+            "gated_delta_rule": part(_FUSABLE["gated_delta_rule"],
+                                     "torch reference (chunked prefill, recurrent decode)"),
+            "causal_conv1d": part(_FUSABLE["causal_conv1d"], "torch F.conv1d"),
+            "attention": f"torch {self.model.config._attn_implementation}",
+            "moe": (f"transformers experts ({experts})" if self.spec.is_moe else "dense MLP (torch)"),
+        }
+
+    # ---- forward ------------------------------------------------------------------------
+    def logits(self, token_ids: np.ndarray) -> np.ndarray:
+        ids = torch.as_tensor(np.asarray(token_ids, dtype=np.int64), device=self._device)[None]
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, use_cache=False)
+        return out.logits[0].float().cpu().numpy()
+
+    def new_cache(self):
+        from transformers import DynamicCache
+        return DynamicCache(config=self.model.config)
+
+    def forward(self, tokens, cache):
+        if isinstance(tokens, np.ndarray):
+            ids = torch.as_tensor(tokens.astype(np.int64, copy=False), device=self._device)[None]
+        else:
+            ids = tokens.view(1, 1)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1]
+
+    def make_sampler(self, params: SamplingParams) -> Sampler:
+        vocab = self.model.config.get_text_config().vocab_size
+        device = self._device
+        seen = torch.zeros(vocab, dtype=torch.float32, device=device) if params.presence_penalty else None
+        generator = None
+        if not params.greedy:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
+
+        def sample(logits):
+            with torch.inference_mode():
+                logits = logits.float()
+                if seen is not None:
+                    logits = logits - params.presence_penalty * seen
+                if params.greedy:
+                    token = torch.argmax(logits)
+                else:
+                    token = _draw(logits, params, generator)
+                if seen is not None:
+                    seen[token] = 1.0
+                return token
+
+        return sample
+
+    def to_int(self, token) -> int:
+        return int(token.item())
+
+    def synchronize(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def reset_peak_memory(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
+        else:
+            host_memory.reset_peak()
+
+    def peak_memory(self) -> int | None:
+        if self._device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self._device))
+        return host_memory.peak_bytes()
+
+
+def _draw(logits: "torch.Tensor", p: SamplingParams, generator) -> "torch.Tensor":
+    """Temperature, top-k, top-p, min-p, then one draw. logits: [vocab] float32."""
+    logits = logits / p.temperature
+    if p.top_k:
+        kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p.
+        drop = (torch.cumsum(probs, dim=-1) - probs) >= p.top_p
+        logits = logits.scatter(0, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = torch.softmax(logits, dim=-1)
+    if p.min_p:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+    return torch.multinomial(probs, 1, generator=generator)[0]

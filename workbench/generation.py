@@ -1,0 +1,208 @@
+"""Sampling settings, the decode loop shared by both backends, and its results.
+
+The loop is the same on every backend: one prefill forward over the prompt, then one forward per
+new token, each feeding the token just sampled. Sampling runs on the device (the backend's
+`Sampler`); the host reads one int per step, which streaming and stop checks need anyway. The
+next step is queued before that int is read, so an asynchronous device (CUDA, MLX) computes step
+t+1 while the host decodes the text of step t, as mlx-lm's own loop does.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+
+from .errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen. `temperature=0` is greedy; top_k=0, top_p=1, min_p=0 are off.
+
+    Order on the device: presence penalty (on tokens generated so far, as vLLM does), temperature,
+    top-k, top-p (nucleus), min-p, then a draw from a generator seeded with `seed`.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        def bad(name, value, rule):
+            raise WorkbenchError(f"{name}={value!r} is invalid: {rule}.")
+
+        if not _finite(self.temperature) or self.temperature < 0:
+            bad("temperature", self.temperature, "use 0 for greedy decoding or a positive number like 0.7")
+        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
+            bad("top_p", self.top_p, "it must be in (0, 1]; 1 turns nucleus sampling off")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
+            bad("top_k", self.top_k, "it must be a whole number >= 0; 0 turns it off")
+        if not _finite(self.min_p) or not 0 <= self.min_p < 1:
+            bad("min_p", self.min_p, "it must be in [0, 1); 0 turns it off")
+        if not _finite(self.presence_penalty) or not -2 <= self.presence_penalty <= 2:
+            bad("presence_penalty", self.presence_penalty, "it must be in [-2, 2] (1.5 is Qwen's advice)")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
+                                      or self.seed < 0):
+            bad("seed", self.seed, "it must be a non-negative int or None")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float, np.number)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass
+class Stats:
+    """Timings of one generation. Prefill time is to the first sampled token (TTFT)."""
+
+    prompt_tokens: int
+    new_tokens: int
+    time_to_first_token_s: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float   # tokens after the first / their time; nan with < 2 tokens
+    total_s: float
+    peak_memory_bytes: int | None  # device peak during this generation; None where unknown
+
+    def __str__(self) -> str:
+        mem = "n/a" if self.peak_memory_bytes is None else f"{self.peak_memory_bytes / 2**20:,.1f} MiB"
+        return (f"prompt {self.prompt_tokens} tok, new {self.new_tokens} tok | TTFT "
+                f"{self.time_to_first_token_s * 1e3:,.1f} ms | prefill {self.prefill_tokens_per_s:,.1f} tok/s"
+                f" | decode {self.decode_tokens_per_s:,.1f} tok/s | peak {mem}")
+
+
+@dataclass
+class Generation:
+    """What `Model.generate` returns. `text` is the answer; `thinking` the reasoning part, if any."""
+
+    text: str
+    token_ids: np.ndarray         # [new] int64, the generated ids (stop token included)
+    prompt_ids: np.ndarray        # [prompt] int64
+    finish_reason: str            # "stop" (EOS or a stop string) | "length" | "interrupted"
+    stats: Stats
+    thinking: str | None = None   # None when the prompt did not ask the model to think
+    raw_text: str = ""            # the full decoded output, thinking markup included
+    extras: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class StepEvent:
+    """One new token as the loop produces it."""
+
+    token_id: int
+    text: str               # new text made complete by this token ('' while a character is split)
+
+
+class DecodeLoop:
+    """Runs prefill + decode on a backend and yields `StepEvent`s; fills `result` when done.
+
+    Stops on an EOS id, a stop string (the text is cut before it), `max_new_tokens`, or
+    `interrupt()` (finish_reason "interrupted"; the model stays usable).
+    """
+
+    def __init__(self, backend: "Backend", tokenizer: "Tokenizer", prompt_ids: np.ndarray,
+                 max_new_tokens: int, sampling: SamplingParams, stop: Sequence[str] = (),
+                 eos_ids: Sequence[int] = ()):
+        self.backend, self.tokenizer = backend, tokenizer
+        self.prompt_ids = prompt_ids
+        self.max_new_tokens = max_new_tokens
+        self.sampling = sampling
+        self.stop = tuple(stop)
+        self.eos_ids = frozenset(int(i) for i in eos_ids)
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.finish_reason = "length"
+        self.stats: Stats | None = None
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+
+    def __iter__(self) -> Iterator[StepEvent]:
+        from .tokenizer import StreamDecoder
+
+        backend = self.backend
+        decoder = StreamDecoder(self.tokenizer)
+        backend.reset_peak_memory()
+        cache = backend.new_cache()
+        sampler = backend.make_sampler(self.sampling)
+        start = time.perf_counter()
+        token = sampler(backend.forward(self.prompt_ids, cache))
+        backend.queue(token)
+        first_at = last_at = start
+        held = ""  # decoded text that may be the start of a stop string
+        for n in range(1, self.max_new_tokens + 1):
+            # Queue step n+1 before reading token n: the device works while the host decodes.
+            upcoming = None
+            if n < self.max_new_tokens:
+                upcoming = sampler(backend.forward(token, cache))
+                backend.queue(upcoming)
+            token_id = backend.to_int(token)
+            last_at = time.perf_counter()
+            if n == 1:
+                first_at = last_at
+            self.token_ids.append(token_id)
+            if token_id in self.eos_ids:
+                self.finish_reason = "stop"
+                break
+            emit, held, hit = self._split_at_stop(held + decoder.push(token_id))
+            if emit:
+                self.text += emit
+                yield StepEvent(token_id, emit)
+            if hit:
+                self.finish_reason = "stop"
+                break
+            if self._interrupted:
+                self.finish_reason = "interrupted"
+                break
+            token = upcoming
+        if not self._hit_stop_string:
+            # What was held back as a possible stop string, and any split character, is output.
+            tail = held + decoder.flush()
+            if tail:
+                self.text += tail
+                yield StepEvent(self.token_ids[-1], tail)
+        backend.synchronize()
+        self._finish(start, first_at, last_at)
+
+    _hit_stop_string = False
+
+    def _split_at_stop(self, text: str) -> tuple[str, str, bool]:
+        """(text to emit now, text to hold back, whether a stop string was found).
+
+        A tail of `text` that could grow into a stop string is held back, so a stop string is
+        never emitted in part; on a hit, the text is cut before it.
+        """
+        if not self.stop:
+            return text, "", False
+        hits = [at for at in (text.find(s) for s in self.stop) if at != -1]
+        if hits:
+            self._hit_stop_string = True
+            return text[:min(hits)], "", True
+        keep = max((k for s in self.stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        return text[:len(text) - keep], text[len(text) - keep:], False
+
+    def _finish(self, start: float, first_at: float, last_at: float) -> None:
+        n_new, n_prompt = len(self.token_ids), len(self.prompt_ids)
+        ttft = first_at - start
+        decode_s = last_at - first_at
+        self.stats = Stats(
+            prompt_tokens=n_prompt, new_tokens=n_new, time_to_first_token_s=ttft,
+            prefill_tokens_per_s=n_prompt / ttft if ttft > 0 else float("nan"),
+            decode_tokens_per_s=(n_new - 1) / decode_s if n_new > 1 and decode_s > 0 else float("nan"),
+            total_s=last_at - start, peak_memory_bytes=self.backend.peak_memory())

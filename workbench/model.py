@@ -1,0 +1,186 @@
+"""Model: the one interface over every backend."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from .backends.base import Backend
+from .chat import ThinkingTracker, prompt_opens_thinking, split_thinking
+from .errors import WorkbenchError
+from .generation import DecodeLoop, Generation, SamplingParams
+from .spec import ModelSpec
+from .tokenizer import Tokenizer
+
+Prompt = "str | list[dict] | Sequence[int] | np.ndarray"
+
+
+class Chunk(str):
+    """A piece of streamed text; `.thinking` says whether it belongs to the reasoning part."""
+
+    thinking: bool = False
+    token_id: int = -1
+
+    def __new__(cls, text: str, thinking: bool, token_id: int):
+        self = super().__new__(cls, text)
+        self.thinking, self.token_id = thinking, token_id
+        return self
+
+
+class Stream:
+    """What `Model.stream` returns: iterate for `Chunk`s; `.generation` is set at the end;
+    `.stop()` (from another thread, a widget callback) ends it after the current token."""
+
+    def __init__(self, loop: DecodeLoop, finish, opened: bool):
+        self._loop, self._finish = loop, finish
+        self._tracker = ThinkingTracker(opened)
+        self.generation: Generation | None = None
+
+    def stop(self) -> None:
+        self._loop.interrupt()
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for event in self._loop:
+            for text, thinking in self._tracker.feed(event.text):
+                yield Chunk(text, thinking, event.token_id)
+        self.generation = self._finish(self._loop)
+
+
+class Model:
+    """A loaded Qwen3.5-family checkpoint on one backend.
+
+    Attributes: `backend` ("torch" | "mlx"), `device`, `dtype`, `path` (the local checkpoint
+    folder), `spec` (ModelSpec), `kernels` (implementation of each part), `tokenizer`.
+    """
+
+    def __init__(self, engine: Backend, tokenizer: Tokenizer, path: Path, spec: ModelSpec):
+        self._engine = engine
+        self.tokenizer = tokenizer
+        self.path = path
+        self.spec = spec
+
+    # ---- what it is ---------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._engine.name
+
+    @property
+    def device(self) -> str:
+        return self._engine.device
+
+    @property
+    def dtype(self) -> str:
+        return self._engine.dtype
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        return dict(self._engine.kernels)
+
+    @property
+    def context_length(self) -> int:
+        return self.spec.max_position_embeddings
+
+    def __repr__(self) -> str:
+        return (f"Model({self.path.name!r}, backend={self.backend!r}, device={self.device!r}, "
+                f"dtype={self.dtype!r}; {self.spec.summary()})")
+
+    # ---- tokens -------------------------------------------------------------------------
+    def encode(self, text: str) -> np.ndarray:
+        """Text -> ids `[T]` int64 (no template applied)."""
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict], *, enable_thinking: bool = True,
+                            tools: list[dict] | None = None, add_generation_prompt: bool = True) -> str:
+        """The prompt text the checkpoint's own chat template makes of `messages`."""
+        return self.tokenizer.apply_chat_template(messages, tools=tools, enable_thinking=enable_thinking,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def logits(self, token_ids: Sequence[int] | np.ndarray | str) -> np.ndarray:
+        """Full forward without a cache: ids `[T]` (or text) -> logits `[T, vocab]` float32."""
+        ids = self._prompt_ids(token_ids, thinking=True)[0]
+        self._check_context(len(ids), 0)
+        return self._engine.logits(ids)
+
+    # ---- generation ---------------------------------------------------------------------
+    def generate(self, prompt, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0,
+                 seed: int | None = None, stop: str | Sequence[str] | None = None,
+                 thinking: bool = True, tools: list[dict] | None = None) -> Generation:
+        """Generate from a string, a list of chat messages, or token ids.
+
+        Chat messages go through the checkpoint's chat template with thinking on or off; the
+        reasoning comes back in `.thinking`, the answer in `.text`. `temperature=0` is greedy.
+        """
+        stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
+                             seed=seed, stop=stop, thinking=thinking, tools=tools)
+        for _ in stream:
+            pass
+        return stream.generation
+
+    def stream(self, prompt, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+               top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0,
+               seed: int | None = None, stop: str | Sequence[str] | None = None,
+               thinking: bool = True, tools: list[dict] | None = None) -> Stream:
+        """Like `generate`, but returns a `Stream` that yields text `Chunk`s as they are made
+        (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
+        sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                  presence_penalty=presence_penalty, seed=seed)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 1:
+            raise WorkbenchError(f"max_new_tokens={max_new_tokens!r} is invalid: it must be an int >= 1.")
+        stops = [stop] if isinstance(stop, str) else list(stop or ())
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise WorkbenchError(f"stop={stop!r} is invalid: give a non-empty string or a list of them.")
+        ids, prompt_text = self._prompt_ids(prompt, thinking=thinking, tools=tools)
+        room = self._check_context(len(ids), max_new_tokens)
+        opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
+        loop = DecodeLoop(self._engine, self.tokenizer, ids, min(max_new_tokens, room), sampling,
+                          stop=stops, eos_ids=self.tokenizer.eos_token_ids)
+
+        def finish(done: DecodeLoop) -> Generation:
+            thought, answer = split_thinking(done.text, opened)
+            return Generation(text=answer, thinking=thought, raw_text=done.text,
+                              token_ids=np.asarray(done.token_ids, dtype=np.int64), prompt_ids=ids,
+                              finish_reason=done.finish_reason, stats=done.stats)
+
+        return Stream(loop, finish, opened)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _prompt_ids(self, prompt: Any, thinking: bool, tools: list[dict] | None = None
+                    ) -> tuple[np.ndarray, str | None]:
+        """Prompt -> (ids [T] int64, prompt text or None when ids were given)."""
+        if isinstance(prompt, str):
+            if tools:
+                raise WorkbenchError("tools need a chat: pass a list of messages, not a string.")
+            text = prompt
+        elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
+            text = self.apply_chat_template(prompt, enable_thinking=thinking, tools=tools)
+        elif isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and \
+                all(isinstance(t, (int, np.integer)) for t in np.asarray(prompt).ravel().tolist()):
+            ids = np.asarray(prompt, dtype=np.int64).ravel()
+            vocab = self.spec.vocab_size
+            if ids.min() < 0 or ids.max() >= vocab:
+                raise WorkbenchError(f"token ids must be in [0, {vocab}); got {ids.min()}..{ids.max()}.")
+            return ids, None
+        else:
+            raise WorkbenchError(
+                f"prompt of type {type(prompt).__name__} is not understood: pass a string, a list of "
+                "chat messages ({'role': 'user', 'content': ...}), or a list of token ids.")
+        ids = self.tokenizer.encode(text)
+        if len(ids) == 0:
+            raise WorkbenchError("the prompt is empty: give at least one token of text.")
+        return ids, text
+
+    def _check_context(self, prompt_len: int, max_new_tokens: int) -> int:
+        """Raise when the prompt does not fit; return how many new tokens still fit."""
+        ctx = self.context_length
+        if prompt_len >= ctx:
+            raise WorkbenchError(
+                f"the prompt has {prompt_len} tokens but the context of this model is {ctx}: "
+                "shorten the prompt (or drop old chat turns) so at least one new token fits.")
+        return ctx - prompt_len

@@ -1,0 +1,216 @@
+"""ModelSpec: what a Qwen3.5-family config.json says about the architecture, framework-free.
+
+Accepts the three layouts the family ships in: `qwen3_5_moe` and `qwen3_5` (a multimodal wrapper
+with a nested `text_config`) and `qwen3_next` (a flat config). Parameter counts are computed from
+the config alone, for the text model (embeddings, decoder layers, final norm, lm_head).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import WorkbenchError
+
+SUPPORTED_ARCHITECTURES = ("qwen3_5_moe", "qwen3_5", "qwen3_next")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture of one checkpoint. Layer lists are model layer indices."""
+
+    architecture: str                 # qwen3_5_moe | qwen3_5 | qwen3_next
+    layer_types: tuple[str, ...]      # "linear_attention" | "full_attention", one per layer
+    full_attention_interval: int      # every N-th layer is full attention (what mlx-lm reads)
+    hidden_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    # gated full attention
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    attn_output_gate: bool
+    rope_theta: float
+    partial_rotary_factor: float
+    # Gated DeltaNet
+    linear_num_key_heads: int
+    linear_num_value_heads: int
+    linear_key_head_dim: int
+    linear_value_head_dim: int
+    linear_conv_kernel_dim: int
+    # feed-forward
+    intermediate_size: int            # dense MLP width (0 when every layer is MoE)
+    num_experts: int                  # 0 for a dense model
+    num_experts_per_tok: int
+    moe_intermediate_size: int
+    shared_expert_intermediate_size: int
+    moe_layers: tuple[int, ...]
+    norm_topk_prob: bool
+    mtp_num_hidden_layers: int
+    dtype: str                        # the checkpoint's stored dtype, e.g. "bfloat16"
+    state_dtype: str                  # dtype of the DeltaNet recurrent state (mamba_ssm_dtype)
+    raw: dict = field(repr=False, compare=False, hash=False, default_factory=dict)
+
+    # ---- layers -------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_types)
+
+    @property
+    def linear_layers(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.layer_types) if t == "linear_attention")
+
+    @property
+    def full_attention_layers(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.layer_types) if t == "full_attention")
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0 and len(self.moe_layers) > 0
+
+    # ---- parameter counts ---------------------------------------------------------------
+    def _attention_params(self) -> int:
+        h, q = self.hidden_size, self.num_attention_heads * self.head_dim
+        kv = self.num_key_value_heads * self.head_dim
+        q_out = 2 * q if self.attn_output_gate else q
+        return h * q_out + 2 * h * kv + q * h + 2 * self.head_dim  # + q_norm, k_norm
+
+    def _deltanet_params(self) -> int:
+        h = self.hidden_size
+        kd = self.linear_num_key_heads * self.linear_key_head_dim
+        vd = self.linear_num_value_heads * self.linear_value_head_dim
+        nv = self.linear_num_value_heads
+        conv_dim = 2 * kd + vd
+        return (h * (2 * kd + 2 * vd) + 2 * h * nv           # in_proj qkv, z, b, a
+                + conv_dim * self.linear_conv_kernel_dim      # depthwise conv
+                + 2 * nv + self.linear_value_head_dim         # dt_bias, A_log, gated norm
+                + vd * h)                                     # out_proj
+
+    def _expert_params(self) -> int:
+        """One routed expert (gate, up, down)."""
+        return 3 * self.hidden_size * self.moe_intermediate_size
+
+    def _moe_params(self, experts: int) -> int:
+        h = self.hidden_size
+        return (self.num_experts * h + experts * self._expert_params()
+                + 3 * h * self.shared_expert_intermediate_size + h)  # router, experts, shared, its gate
+
+    def _mlp_params(self, layer: int, experts: int) -> int:
+        if layer in self.moe_layers:
+            return self._moe_params(experts)
+        return 3 * self.hidden_size * self.intermediate_size
+
+    def _layer_params(self, layer: int, experts: int) -> int:
+        mixer = (self._deltanet_params() if self.layer_types[layer] == "linear_attention"
+                 else self._attention_params())
+        return mixer + self._mlp_params(layer, experts) + 2 * self.hidden_size
+
+    @property
+    def params_total(self) -> int:
+        """Parameters of the text model (vision tower and MTP layers not included)."""
+        embed = self.vocab_size * self.hidden_size
+        head = 0 if self.tie_word_embeddings else embed
+        layers = sum(self._layer_params(i, self.num_experts) for i in range(self.num_layers))
+        return embed + layers + self.hidden_size + head
+
+    @property
+    def params_active(self) -> int:
+        """Parameters read per decoded token: the top-k routed experts instead of all of them,
+        and one embedding row instead of the table (the lm_head is read whole)."""
+        layers = sum(self._layer_params(i, self.num_experts_per_tok) for i in range(self.num_layers))
+        head = self.vocab_size * self.hidden_size
+        return self.hidden_size + layers + self.hidden_size + head
+
+    def summary(self) -> str:
+        kind = (f"MoE {self.num_experts} experts, top-{self.num_experts_per_tok} + shared"
+                if self.is_moe else "dense")
+        return (f"{self.architecture}: {self.num_layers} layers "
+                f"({len(self.linear_layers)} Gated DeltaNet, {len(self.full_attention_layers)} "
+                f"full attention), hidden {self.hidden_size}, {kind}, "
+                f"{self.params_total / 1e6:,.2f}M params ({self.params_active / 1e6:,.2f}M active)")
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ModelSpec":
+        """Build from a parsed config.json (nested `text_config` or flat)."""
+        model_type = config.get("model_type")
+        if model_type not in SUPPORTED_ARCHITECTURES:
+            raise WorkbenchError(
+                f"model_type {model_type!r} is not a Qwen3.5-family architecture; the workbench "
+                f"supports {', '.join(SUPPORTED_ARCHITECTURES)}. Load a Qwen3.5 or Qwen3-Next "
+                "checkpoint (e.g. 'Qwen/Qwen3.5-35B-A3B') or a bundled one ('tiny').")
+        text = dict(config.get("text_config") or config)
+        try:
+            return cls._from_text_config(model_type, text, config)
+        except KeyError as exc:
+            raise WorkbenchError(
+                f"config.json of this {model_type} model lacks the key {exc.args[0]!r}; the file "
+                "is incomplete or not from a Qwen3.5 release.") from None
+
+    @classmethod
+    def _from_text_config(cls, model_type: str, text: dict, config: dict) -> "ModelSpec":
+        n_layers = text["num_hidden_layers"]
+        interval = text.get("full_attention_interval", 4)
+        layer_types = tuple(text.get("layer_types") or (
+            "full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(n_layers)))
+        rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
+        num_experts = int(text.get("num_experts") or 0)
+        sparse_step = int(text.get("decoder_sparse_step", 1) or 1)
+        mlp_only = set(text.get("mlp_only_layers") or ())
+        moe_layers = tuple(i for i in range(n_layers) if num_experts > 0 and i not in mlp_only
+                           and (i + 1) % sparse_step == 0)
+        tie = config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
+        dtype = text.get("dtype") or text.get("torch_dtype") or config.get("torch_dtype") or "bfloat16"
+        mtp = text.get("mtp_num_hidden_layers", 1 if model_type == "qwen3_next" else 0)
+        return cls(
+            architecture=model_type,
+            layer_types=layer_types,
+            full_attention_interval=interval,
+            hidden_size=text["hidden_size"],
+            vocab_size=text["vocab_size"],
+            max_position_embeddings=text.get("max_position_embeddings", 262144),
+            rms_norm_eps=text.get("rms_norm_eps", 1e-6),
+            tie_word_embeddings=bool(tie),
+            num_attention_heads=text["num_attention_heads"],
+            num_key_value_heads=text["num_key_value_heads"],
+            head_dim=text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"],
+            # Qwen3-Next and Qwen3.5 both gate attention output (q_proj is twice as wide).
+            attn_output_gate=bool(text.get("attn_output_gate", True)),
+            rope_theta=float(rope.get("rope_theta", text.get("rope_theta", 10_000_000))),
+            partial_rotary_factor=float(rope.get("partial_rotary_factor",
+                                                 text.get("partial_rotary_factor", 0.25))),
+            linear_num_key_heads=text["linear_num_key_heads"],
+            linear_num_value_heads=text["linear_num_value_heads"],
+            linear_key_head_dim=text["linear_key_head_dim"],
+            linear_value_head_dim=text["linear_value_head_dim"],
+            linear_conv_kernel_dim=text.get("linear_conv_kernel_dim", 4),
+            intermediate_size=int(text.get("intermediate_size") or 0),
+            num_experts=num_experts,
+            num_experts_per_tok=int(text.get("num_experts_per_tok") or 0),
+            moe_intermediate_size=int(text.get("moe_intermediate_size") or 0),
+            shared_expert_intermediate_size=int(text.get("shared_expert_intermediate_size") or 0),
+            moe_layers=moe_layers,
+            norm_topk_prob=bool(text.get("norm_topk_prob", True)),
+            mtp_num_hidden_layers=int(mtp or 0),
+            dtype=str(dtype),
+            state_dtype=str(text.get("mamba_ssm_dtype", "float32")),
+            raw=config,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "ModelSpec":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.exists():
+            raise WorkbenchError(
+                f"{path} does not exist: a checkpoint folder needs the config.json of a Qwen3.5 "
+                "release next to its *.safetensors and tokenizer.json.")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"{path} is not valid JSON ({exc}).") from None
+        return cls.from_config(config)
