@@ -82,7 +82,7 @@ class Tokenizer:
 
     @cached_property
     def _template(self):
-        import jinja2
+        import jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         if not self.chat_template:

@@ -51,8 +51,20 @@ class Backend(ABC):
     def make_sampler(self, params: SamplingParams) -> Sampler:
         """A stateful on-device sampler (its own seeded generator and presence mask)."""
 
+    def warm_up(self) -> None:
+        """One prefill and one cached step, so one-time costs (kernel compilation, lazy
+        initialisation, first-call warnings) are paid at load, not in the first generation."""
+        cache = self.new_cache()
+        self.forward(np.zeros(2, dtype=np.int64), cache)
+        self.to_numpy(self.forward(np.zeros(1, dtype=np.int64), cache))
+        self.synchronize()
+
     def queue(self, value: Any) -> None:
         """Start computing `value` without waiting (asynchronous devices); default: nothing."""
+
+    @abstractmethod
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A device array as numpy (float arrays as float32)."""
 
     @abstractmethod
     def to_int(self, token: Any) -> int:

@@ -95,7 +95,8 @@ class MLXBackend(Backend):
                 "this checkpoint's layer_types do not follow its full_attention_interval "
                 f"({interval}), which is all mlx-lm reads; load it with backend='torch'.")
         with mx.stream(target):
-            model, _ = load_model(Path(path), get_model_classes=_model_classes)
+            model, _ = load_model(Path(path), get_model_classes=_model_classes,
+                                  model_config=_flat_rope_keys(spec))
             compute = _DTYPES[name]
             _cast_weights(model, compute)
             if compute != mx.float32:
@@ -104,7 +105,9 @@ class MLXBackend(Backend):
                         module.__class__ = _CastingRMSNorm
             mx.eval(model.parameters())
         model.eval()
-        return cls(model, spec, target, compute)
+        backend = cls(model, spec, target, compute)
+        backend.warm_up()
+        return backend
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -120,8 +123,7 @@ class MLXBackend(Backend):
     # ---- forward ------------------------------------------------------------------------
     def logits(self, token_ids: np.ndarray) -> np.ndarray:
         with mx.stream(self._device):
-            out = self.model(mx.array(np.asarray(token_ids, dtype=np.int32))[None])
-            return np.array(out[0].astype(mx.float32))
+            return self.to_numpy(self.model(mx.array(np.asarray(token_ids, dtype=np.int32))[None])[0])
 
     def new_cache(self):
         return self.model.make_cache()
@@ -162,6 +164,9 @@ class MLXBackend(Backend):
     def queue(self, value) -> None:
         mx.async_eval(value)
 
+    def to_numpy(self, value) -> np.ndarray:
+        return np.array(value.astype(mx.float32) if mx.issubdtype(value.dtype, mx.floating) else value)
+
     def to_int(self, token) -> int:
         return int(token.item())
 
@@ -178,6 +183,15 @@ class MLXBackend(Backend):
         if self._device == mx.gpu:
             return int(mx.get_peak_memory())
         return host_memory.peak_bytes()
+
+
+def _flat_rope_keys(spec: ModelSpec) -> dict:
+    """mlx-lm's Qwen3-Next reads rope_theta/partial_rotary_factor at the top level; configs
+    re-saved by transformers 5 keep them only in rope_parameters."""
+    if spec.architecture != "qwen3_next":
+        return {}
+    return {k: spec.raw.get(k, v) for k, v in
+            (("rope_theta", spec.rope_theta), ("partial_rotary_factor", spec.partial_rotary_factor))}
 
 
 def _cast_weights(model, dtype) -> None:

@@ -115,17 +115,25 @@ class TorchBackend(Backend):
         if name not in _DTYPES:
             raise WorkbenchError(f"dtype={name!r} is not supported; use one of {', '.join(_DTYPES)}.")
         fused = _guard_fused_kernels(importlib.import_module(_MODELING[spec.architecture]))
-        verbosity = hf_logging.get_verbosity()
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # the dropped vision/MTP weights are expected
+        hf_logging.disable_progress_bar()
         try:
             # Weights go straight to the GPU (accelerate's device_map), not through host memory.
             placement = {} if torch_device.type == "cpu" else {"device_map": str(torch_device)}
             model = AutoModelForCausalLM.from_pretrained(
                 path, dtype=_DTYPES[name], attn_implementation="sdpa", **placement)
+            model.eval()
+            backend = cls(model, spec, torch_device, _DTYPES[name], fused)
+            # Inside the silenced block: transformers says "falling back to the reference
+            # implementation" once, on the first call; off CUDA that is the intended path and
+            # `.kernels` reports it.
+            backend.warm_up()
         finally:
             hf_logging.set_verbosity(verbosity)
-        model.eval()
-        return cls(model, spec, torch_device, _DTYPES[name], fused)
+            if bars:
+                hf_logging.enable_progress_bar()
+        return backend
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -151,7 +159,7 @@ class TorchBackend(Backend):
         ids = torch.as_tensor(np.asarray(token_ids, dtype=np.int64), device=self._device)[None]
         with torch.inference_mode():
             out = self.model(input_ids=ids, use_cache=False)
-        return out.logits[0].float().cpu().numpy()
+        return self.to_numpy(out.logits[0])
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -189,6 +197,10 @@ class TorchBackend(Backend):
                 return token
 
         return sample
+
+    def to_numpy(self, value) -> np.ndarray:
+        value = value.detach()
+        return (value.float() if value.is_floating_point() else value).cpu().numpy()
 
     def to_int(self, token) -> int:
         return int(token.item())

@@ -1,0 +1,30 @@
+"""Shared fixtures: the bundled checkpoints loaded once per backend for the whole session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import workbench  # noqa: E402
+
+BACKENDS = ["torch", "mlx"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def tiny(request):
+    """The bundled MoE checkpoint, float32, on each backend."""
+    return workbench.load("tiny", backend=request.param, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_pair():
+    """The bundled MoE checkpoint on both backends, for parity tests."""
+    return {b: workbench.load("tiny", backend=b, device="cpu") for b in BACKENDS}
+
+
+@pytest.fixture(scope="session")
+def dense_pair():
+    return {b: workbench.load("tiny-dense", backend=b, device="cpu") for b in BACKENDS}

@@ -1,0 +1,78 @@
+"""ModelSpec reads the real Qwen3.5-family configs; parameter counts match transformers' models."""
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.hub import CHECKPOINTS
+from workbench.spec import ModelSpec
+
+# The released models' config.json files, shipped with the package.
+CONFIGS = Path(__file__).resolve().parents[1] / "workbench" / "configs"
+REAL = sorted(CONFIGS.glob("*.json"))
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.stem)
+def test_reads_real_configs(path):
+    assert len(REAL) == 7
+    spec = ModelSpec.from_file(path)
+    assert spec.num_layers == len(spec.layer_types)
+    assert len(spec.full_attention_layers) * 4 == spec.num_layers  # 3 DeltaNet : 1 attention
+    assert spec.linear_layers[:3] == (0, 1, 2) and spec.full_attention_layers[0] == 3
+    assert spec.is_moe == ("A" in path.stem.split("-")[-1] or "A3B" in path.stem)
+    assert 0 < spec.params_active <= spec.params_total + spec.vocab_size * spec.hidden_size
+
+
+def _meta_model(spec: ModelSpec):
+    torch = pytest.importorskip("torch")
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    raw = dict(spec.raw)
+    config = AutoConfig.for_model(**raw)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config.get_text_config() if "text_config" in raw else config)
+
+
+@pytest.mark.parametrize("path", REAL + [CHECKPOINTS / "tiny" / "config.json",
+                                         CHECKPOINTS / "tiny-dense" / "config.json"],
+                         ids=lambda p: p.parent.name if p.name == "config.json" else p.stem)
+def test_parameter_counts_match_transformers(path):
+    spec = ModelSpec.from_file(path)
+    model = _meta_model(spec)
+    names = dict(model.named_parameters())
+    total = sum(p.numel() for p in names.values())
+    if spec.tie_word_embeddings:
+        assert "lm_head.weight" not in names or names["lm_head.weight"] is names["model.embed_tokens.weight"]
+    assert spec.params_total == total
+    experts = sum(p.numel() for n, p in names.items() if ".mlp.experts." in n)
+    unused = experts * (spec.num_experts - spec.num_experts_per_tok) // max(spec.num_experts, 1)
+    embed = spec.vocab_size * spec.hidden_size
+    head = embed  # lm_head (or the tied table) is read whole every token
+    expected_active = total - unused - embed + spec.hidden_size + (head if spec.tie_word_embeddings else 0)
+    assert spec.params_active == expected_active
+
+
+def test_35b_a3b_is_what_its_name_says():
+    spec = ModelSpec.from_file(CONFIGS / "Qwen3.5-35B-A3B.json")
+    assert 34e9 < spec.params_total < 36e9
+    assert 2.5e9 < spec.params_active < 3.5e9
+    assert spec.num_experts == 256 and spec.num_experts_per_tok == 8 and spec.moe_layers == tuple(range(40))
+
+
+def test_rejects_other_architectures(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    with pytest.raises(WorkbenchError, match="not a Qwen3.5-family architecture.*qwen3_5_moe"):
+        ModelSpec.from_file(tmp_path)
+
+
+def test_incomplete_config_names_the_missing_key(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen3_5", "text_config": {"hidden_size": 8}}))
+    with pytest.raises(WorkbenchError, match="num_hidden_layers"):
+        ModelSpec.from_file(tmp_path)
+
+
+def test_spec_is_frozen():
+    spec = ModelSpec.from_file(CHECKPOINTS / "tiny")
+    with pytest.raises(Exception):
+        spec.hidden_size = 1
