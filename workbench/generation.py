@@ -109,7 +109,8 @@ class StepEvent:
 
 
 class DecodeLoop:
-    """Runs prefill + decode on a backend and yields `StepEvent`s; fills `result` when done.
+    """Runs prefill + decode on a backend and yields `StepEvent`s; when done, `text`,
+    `token_ids`, `finish_reason` and `stats` hold the result.
 
     Stops on an EOS id, a stop string (the text is cut before it), `max_new_tokens`, or
     `interrupt()` (finish_reason "interrupted"; the model stays usable).
@@ -129,6 +130,7 @@ class DecodeLoop:
         self.finish_reason = "length"
         self.stats: Stats | None = None
         self._interrupted = False
+        self._hit_stop_string = False
 
     def interrupt(self) -> None:
         self._interrupted = True
@@ -143,8 +145,8 @@ class DecodeLoop:
         sampler = backend.make_sampler(self.sampling)
         start = time.perf_counter()
         token = sampler(backend.forward(self.prompt_ids, cache))
-        backend.queue(token)
-        first_at = last_at = start
+        first_id = backend.to_int(token)  # read before queuing step 2, so TTFT is prefill alone
+        first_at = last_at = time.perf_counter()
         held = ""  # decoded text that may be the start of a stop string
         for n in range(1, self.max_new_tokens + 1):
             # Queue step n+1 before reading token n: the device works while the host decodes.
@@ -152,10 +154,11 @@ class DecodeLoop:
             if n < self.max_new_tokens:
                 upcoming = sampler(backend.forward(token, cache))
                 backend.queue(upcoming)
-            token_id = backend.to_int(token)
-            last_at = time.perf_counter()
             if n == 1:
-                first_at = last_at
+                token_id = first_id
+            else:
+                token_id = backend.to_int(token)
+                last_at = time.perf_counter()
             self.token_ids.append(token_id)
             if token_id in self.eos_ids:
                 self.finish_reason = "stop"
@@ -179,8 +182,6 @@ class DecodeLoop:
                 yield StepEvent(self.token_ids[-1], tail)
         backend.synchronize()
         self._finish(start, first_at, last_at)
-
-    _hit_stop_string = False
 
     def _split_at_stop(self, text: str) -> tuple[str, str, bool]:
         """(text to emit now, text to hold back, whether a stop string was found).

@@ -8,6 +8,7 @@ drivers"), so each bound function is wrapped to take the torch reference path of
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class TorchBackend(Backend):
         self.model, self.spec = model, spec
         self._device, self._dtype = device, dtype
         self._fused = fused
+        # transformers 5.24 renamed forward(past_key_values=) to forward(cache=).
+        forward_args = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self.device = str(device)
         self.dtype = str(dtype).removeprefix("torch.")
 
@@ -171,7 +175,7 @@ class TorchBackend(Backend):
         else:
             ids = tokens.view(1, 1)
         with torch.inference_mode():
-            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
         return out.logits[0, -1]
 
     def make_sampler(self, params: SamplingParams) -> Sampler:
