@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
@@ -94,7 +94,6 @@ class Generation:
     stats: Stats
     thinking: str | None = None   # None when the prompt did not ask the model to think
     raw_text: str = ""            # the full decoded output, thinking markup included
-    extras: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
         return self.text

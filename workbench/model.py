@@ -13,8 +13,6 @@ from .generation import DecodeLoop, Generation, SamplingParams
 from .spec import ModelSpec
 from .tokenizer import Tokenizer
 
-Prompt = "str | list[dict] | Sequence[int] | np.ndarray"
-
 
 class Chunk(str):
     """A piece of streamed text; `.thinking` says whether it belongs to the reasoning part."""

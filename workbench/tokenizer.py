@@ -62,10 +62,6 @@ class Tokenizer:
                 ids.append(token_id)
         return tuple(dict.fromkeys(ids))
 
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
-
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 
@@ -75,10 +71,6 @@ class Tokenizer:
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
-
-    def token_texts(self, ids: Sequence[int] | np.ndarray) -> list[str]:
-        """The text of each token on its own (as a token × layer figure labels them)."""
-        return [self._tok.decode([int(i)], skip_special_tokens=False) for i in ids]
 
     @cached_property
     def _template(self):
