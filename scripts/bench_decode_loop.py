@@ -53,9 +53,7 @@ def raw_mlx(model, ids, n):
 
 def ours(model, ids):
     def run(k):
-        g = model.generate(ids, max_new_tokens=k)
-        if g.stats.new_tokens != k:
-            raise SystemExit(f"stopped at EOS after {g.stats.new_tokens} tokens; change the prompt")
+        model.generate(ids, max_new_tokens=k, ignore_eos=True)
     return run
 
 

@@ -36,6 +36,18 @@ def test_same_seed_same_output_different_seed_differs(tiny):
     assert not np.array_equal(a.token_ids, c.token_ids)
 
 
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
+def test_eos_stops_unless_ignored(dense_pair, backend):
+    model = dense_pair[backend]
+    prompt = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+    stopped = model.generate(prompt, max_new_tokens=80)  # this model ends this prompt early
+    assert stopped.finish_reason == "stop" and stopped.token_ids[-1] in model.tokenizer.eos_token_ids
+    assert stopped.stats.new_tokens < 80
+    g = model.generate(prompt, max_new_tokens=80, ignore_eos=True)
+    assert g.finish_reason == "length" and g.stats.new_tokens == 80
+    np.testing.assert_array_equal(g.token_ids[:len(stopped.token_ids)], stopped.token_ids)
+
+
 def test_top_k_1_is_greedy(tiny):
     greedy = tiny.generate("def ", max_new_tokens=10)
     sampled = tiny.generate("def ", max_new_tokens=10, temperature=1.0, top_k=1, seed=3)

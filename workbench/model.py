@@ -107,15 +107,17 @@ class Model:
     def generate(self, prompt, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0,
                  seed: int | None = None, stop: str | Sequence[str] | None = None,
-                 thinking: bool = True, tools: list[dict] | None = None) -> Generation:
+                 thinking: bool = True, tools: list[dict] | None = None,
+                 ignore_eos: bool = False) -> Generation:
         """Generate from a string, a list of chat messages, or token ids.
 
         Chat messages go through the checkpoint's chat template with thinking on or off; the
         reasoning comes back in `.thinking`, the answer in `.text`. `temperature=0` is greedy.
+        `ignore_eos=True` keeps going past end-of-sequence tokens (benchmarks, parity checks).
         """
         stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
-                             seed=seed, stop=stop, thinking=thinking, tools=tools)
+                             seed=seed, stop=stop, thinking=thinking, tools=tools, ignore_eos=ignore_eos)
         for _ in stream:
             pass
         return stream.generation
@@ -123,7 +125,8 @@ class Model:
     def stream(self, prompt, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0,
                seed: int | None = None, stop: str | Sequence[str] | None = None,
-               thinking: bool = True, tools: list[dict] | None = None) -> Stream:
+               thinking: bool = True, tools: list[dict] | None = None,
+               ignore_eos: bool = False) -> Stream:
         """Like `generate`, but returns a `Stream` that yields text `Chunk`s as they are made
         (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -138,7 +141,7 @@ class Model:
         room = self._check_context(len(ids), max_new_tokens)
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
         loop = DecodeLoop(self._engine, self.tokenizer, ids, min(max_new_tokens, room), sampling,
-                          stop=stops, eos_ids=self.tokenizer.eos_token_ids)
+                          stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids)
 
         def finish(done: DecodeLoop) -> Generation:
             thought, answer = split_thinking(done.text, opened)
