@@ -25,7 +25,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def raw_torch(model, ids, n):
+def raw_torch(model, ids):
     import torch
     hf = model._engine.model
     x = torch.as_tensor(ids)[None]
@@ -36,7 +36,7 @@ def raw_torch(model, ids, n):
     return run
 
 
-def raw_mlx(model, ids, n):
+def raw_mlx(model, ids):
     import mlx.core as mx
     from mlx_lm.generate import stream_generate
     from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -74,7 +74,7 @@ def main() -> None:
         model = workbench.load(args.model, backend=backend)
         rng = np.random.default_rng(0)
         ids = rng.integers(0, 2000, size=args.prompt).astype(np.int64)
-        runs = {"ours": ours(model, ids), "raw": raw(model, ids, args.new)}
+        runs = {"ours": ours(model, ids), "raw": raw(model, ids)}
         rates: dict[str, list[float]] = {"ours": [], "raw": []}
         for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both
             for name, run in runs.items():

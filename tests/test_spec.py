@@ -20,7 +20,7 @@ def test_reads_real_configs(path):
     assert spec.num_layers == len(spec.layer_types)
     assert len(spec.full_attention_layers) * 4 == spec.num_layers  # 3 DeltaNet : 1 attention
     assert spec.linear_layers[:3] == (0, 1, 2) and spec.full_attention_layers[0] == 3
-    assert spec.is_moe == ("A" in path.stem.split("-")[-1] or "A3B" in path.stem)
+    assert spec.is_moe == ("-A" in path.stem)  # MoE names carry the active size: 35B-A3B
     assert 0 < spec.params_active <= spec.params_total + spec.vocab_size * spec.hidden_size
 
 

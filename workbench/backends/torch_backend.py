@@ -93,7 +93,7 @@ class TorchBackend(Backend):
 
     def __init__(self, model, spec: ModelSpec, device: torch.device, dtype: torch.dtype, fused: dict):
         self.model, self.spec = model, spec
-        self._device, self._dtype = device, dtype
+        self._device = device
         self._fused = fused
         # transformers 5.24 renamed forward(past_key_values=) to forward(cache=).
         forward_args = inspect.signature(model.forward).parameters
