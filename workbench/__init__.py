@@ -10,9 +10,11 @@ from .errors import BackendNotInstalled, WorkbenchError
 from .generation import Generation, SamplingParams, Stats
 from .hub import bundled_names
 from .spec import ModelSpec
+from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace
 
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
-           "WorkbenchError", "BackendNotInstalled", "bundled_names"]
+           "WorkbenchError", "BackendNotInstalled", "bundled_names",
+           "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace"]
 __version__ = "0.1.0"
 
 

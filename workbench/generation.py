@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -94,6 +95,9 @@ class Generation:
     stats: Stats
     thinking: str | None = None   # None when the prompt did not ask the model to think
     raw_text: str = ""            # the full decoded output, thinking markup included
+    routing: Any = None           # RoutingTrace when asked for with trace=Trace(routing=True)
+    deltanet: Any = None          # DeltaNetTrace when asked for with trace=Trace(deltanet=...)
+    attention: Any = None         # AttentionTrace when asked for with trace=Trace(attention=True)
 
     def __str__(self) -> str:
         return self.text
@@ -117,8 +121,9 @@ class DecodeLoop:
 
     def __init__(self, backend: "Backend", tokenizer: "Tokenizer", prompt_ids: np.ndarray,
                  max_new_tokens: int, sampling: SamplingParams, stop: Sequence[str] = (),
-                 eos_ids: Sequence[int] = ()):
+                 eos_ids: Sequence[int] = (), probe: Any = None):
         self.backend, self.tokenizer = backend, tokenizer
+        self.probe = probe  # entered around the whole run; records without breaking the loop up
         self.prompt_ids = prompt_ids
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
@@ -135,6 +140,10 @@ class DecodeLoop:
         self._interrupted = True
 
     def __iter__(self) -> Iterator[StepEvent]:
+        with self.probe if self.probe is not None else nullcontext():
+            yield from self._run()
+
+    def _run(self) -> Iterator[StepEvent]:
         from .tokenizer import StreamDecoder
 
         backend = self.backend

@@ -12,6 +12,7 @@ from .errors import WorkbenchError
 from .generation import DecodeLoop, Generation, SamplingParams
 from .spec import ModelSpec
 from .tokenizer import Tokenizer
+from .trace import Intervention, Trace, build_records, plan_probes
 
 
 class Chunk(str):
@@ -97,27 +98,37 @@ class Model:
         return self.tokenizer.apply_chat_template(messages, tools=tools, enable_thinking=enable_thinking,
                                                   add_generation_prompt=add_generation_prompt)
 
-    def logits(self, token_ids: Sequence[int] | np.ndarray | str) -> np.ndarray:
-        """Full forward without a cache: ids `[T]` (or text) -> logits `[T, vocab]` float32."""
+    def logits(self, token_ids: Sequence[int] | np.ndarray | str,
+               intervene: Intervention | None = None) -> np.ndarray:
+        """Full forward without a cache: ids `[T]` (or text) -> logits `[T, vocab]` float32.
+        `intervene` changes the routing (disabled / forced experts) for this forward."""
         ids = self._prompt_ids(token_ids, thinking=True)[0]
         self._check_context(len(ids), 0)
-        return self._engine.logits(ids)
+        plan = plan_probes(self.spec, None, intervene, len(ids))
+        if not plan.active:
+            return self._engine.logits(ids)
+        with self._engine.probe(plan):
+            return self._engine.logits(ids)
 
     # ---- generation ---------------------------------------------------------------------
     def generate(self, prompt, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0,
                  seed: int | None = None, stop: str | Sequence[str] | None = None,
                  thinking: bool = True, tools: list[dict] | None = None,
-                 ignore_eos: bool = False) -> Generation:
+                 ignore_eos: bool = False, trace: Trace | None = None,
+                 intervene: Intervention | None = None) -> Generation:
         """Generate from a string, a list of chat messages, or token ids.
 
         Chat messages go through the checkpoint's chat template with thinking on or off; the
         reasoning comes back in `.thinking`, the answer in `.text`. `temperature=0` is greedy.
         `ignore_eos=True` keeps going past end-of-sequence tokens (benchmarks, parity checks).
+        `trace=Trace(routing=True, deltanet=True)` records what happens inside (`.routing`,
+        `.deltanet`, `.attention` of the result); `intervene=Intervention(...)` changes routing.
         """
         stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
-                             seed=seed, stop=stop, thinking=thinking, tools=tools, ignore_eos=ignore_eos)
+                             seed=seed, stop=stop, thinking=thinking, tools=tools, ignore_eos=ignore_eos,
+                             trace=trace, intervene=intervene)
         for _ in stream:
             pass
         return stream.generation
@@ -126,7 +137,8 @@ class Model:
                top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0,
                seed: int | None = None, stop: str | Sequence[str] | None = None,
                thinking: bool = True, tools: list[dict] | None = None,
-               ignore_eos: bool = False) -> Stream:
+               ignore_eos: bool = False, trace: Trace | None = None,
+               intervene: Intervention | None = None) -> Stream:
         """Like `generate`, but returns a `Stream` that yields text `Chunk`s as they are made
         (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -139,15 +151,28 @@ class Model:
             raise WorkbenchError(f"stop={stop!r} is invalid: give a non-empty string or a list of them.")
         ids, prompt_text = self._prompt_ids(prompt, thinking=thinking, tools=tools)
         room = self._check_context(len(ids), max_new_tokens)
+        budget = min(max_new_tokens, room)
+        # Checked before anything runs: a bad or oversized request costs nothing.
+        plan = plan_probes(self.spec, trace, intervene, len(ids) + budget)
+        probe = self._engine.probe(plan) if plan.active else None
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
-        loop = DecodeLoop(self._engine, self.tokenizer, ids, min(max_new_tokens, room), sampling,
-                          stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids)
+        loop = DecodeLoop(self._engine, self.tokenizer, ids, budget, sampling,
+                          stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids,
+                          probe=probe)
 
         def finish(done: DecodeLoop) -> Generation:
             thought, answer = split_thinking(done.text, opened)
-            return Generation(text=answer, thinking=thought, raw_text=done.text,
-                              token_ids=np.asarray(done.token_ids, dtype=np.int64), prompt_ids=ids,
-                              finish_reason=done.finish_reason, stats=done.stats)
+            new = np.asarray(done.token_ids, dtype=np.int64)
+            records = {}
+            if probe is not None:
+                raw = probe.collect()
+                n_rows = next((v.shape[1] for k, v in raw.items() if k in ("experts", "log_decay")), len(ids))
+                forwarded = np.concatenate([ids, new])[:n_rows]
+                texts = [self.tokenizer.decode([int(t)]) for t in forwarded]
+                records = build_records(raw, plan, self.spec, forwarded, texts, len(ids))
+            return Generation(text=answer, thinking=thought, raw_text=done.text, token_ids=new,
+                              prompt_ids=ids, finish_reason=done.finish_reason, stats=done.stats,
+                              **records)
 
         return Stream(loop, finish, opened)
 

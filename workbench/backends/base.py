@@ -13,9 +13,30 @@ import numpy as np
 
 from ..generation import SamplingParams
 from ..spec import ModelSpec
+from ..trace import ProbePlan
 
 # A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).
 Sampler = Callable[[Any], Any]
+
+
+class Probe(ABC):
+    """Records what a `ProbePlan` asks for (and applies its routing changes) while entered.
+
+    Recording keeps device arrays; `collect` converts them to numpy once, after the run. Keys:
+    experts, weights [moe_layer, token, k]; shared_gate [moe_layer, token]; router_probs
+    [moe_layer, token, E]; log_decay, beta, state_norm [lin_layer, token, Hv]; final_state
+    [state_layer, Hv, Dk, Dv]; states [state_layer, state_token, state_head, Dk, Dv] with
+    state_tokens; queries, keys [state_layer, token, Hk, Dk]; values [state_layer, token, Hv, Dv];
+    attention [full_layer, head, T, T]. States in torch order, whatever the framework keeps."""
+
+    def __enter__(self) -> "Probe":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    @abstractmethod
+    def collect(self) -> dict[str, np.ndarray]: ...
 
 
 class Backend(ABC):
@@ -46,6 +67,10 @@ class Backend(ABC):
     def forward(self, tokens: Any, cache: Any) -> Any:
         """Run `tokens` (numpy ids `[T]`, or a token the sampler returned) through the model,
         extending `cache`; return the last position's logits as a device array `[vocab]`."""
+
+    @abstractmethod
+    def probe(self, plan: ProbePlan) -> Probe:
+        """A probe that records (and intervenes) as `plan` says while entered."""
 
     @abstractmethod
     def make_sampler(self, params: SamplingParams) -> Sampler:

@@ -65,6 +65,7 @@ class MLXBackend(Backend):
     def __init__(self, model, spec: ModelSpec, device, dtype):
         self.model, self.spec = model, spec
         self._device = device
+        self._probe = None  # the MLXProbe entered, if any
         self.device = "gpu" if device == mx.gpu else "cpu"
         self.dtype = str(dtype).removeprefix("mlx.core.")
 
@@ -136,6 +137,10 @@ class MLXBackend(Backend):
                 ids = tokens.reshape(1, 1)
             return self.model(ids, cache=cache)[0, -1]
 
+    def probe(self, plan):
+        from .mlx_probes import MLXProbe
+        return MLXProbe(self, plan)
+
     def make_sampler(self, params: SamplingParams) -> Sampler:
         device = self._device
         vocab = self.spec.vocab_size
@@ -162,7 +167,9 @@ class MLXBackend(Backend):
         return sample
 
     def queue(self, value) -> None:
-        mx.async_eval(value)
+        # A probe's per-token summaries are evaluated with the step, so the states they were
+        # computed from need not be kept.
+        mx.async_eval(value, *(self._probe.drain() if self._probe is not None else ()))
 
     def to_numpy(self, value) -> np.ndarray:
         return np.array(value.astype(mx.float32) if mx.issubdtype(value.dtype, mx.floating) else value)

@@ -178,6 +178,10 @@ class TorchBackend(Backend):
             out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
         return out.logits[0, -1]
 
+    def probe(self, plan):
+        from .torch_probes import TorchProbe
+        return TorchProbe(self, plan)
+
     def make_sampler(self, params: SamplingParams) -> Sampler:
         vocab = self.model.config.get_text_config().vocab_size
         device = self._device
