@@ -1,0 +1,1 @@
+"""Framework-free analyses of traces and specs (numpy/pandas)."""
