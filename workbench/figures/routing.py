@@ -135,6 +135,10 @@ def locality(trace: RoutingTrace) -> go.Figure:
 
 def specialisation(traces: RoutingTrace | Sequence[RoutingTrace], min_count: int = 3) -> go.Figure:
     df = ra.specialisation(traces, min_count)
+    if df.empty:
+        from ..errors import WorkbenchError
+        raise WorkbenchError(f"no token occurs {min_count} times or more in this text: specialisation needs "
+                             "repeated tokens, so run a longer prompt (a paragraph, a code file).")
     first = traces if isinstance(traces, RoutingTrace) else traces[0]
     fig = go.Figure()
     for layer, part in df.groupby("layer"):

@@ -1,0 +1,71 @@
+"""The explorers' controllers and widgets, driven without a browser (the browser tests prove
+they render): every view draws, selections change what is drawn, errors land in the panel."""
+import numpy as np
+import pytest
+
+import workbench
+from workbench.widgets.deltanet import VIEWS as DN_VIEWS
+from workbench.widgets.deltanet import DeltaNetExplorer
+from workbench.widgets.routing import VIEWS as ROUTING_VIEWS
+from workbench.widgets.routing import RoutingExplorer
+
+
+@pytest.fixture(scope="module")
+def model(tiny_pair):
+    return tiny_pair["torch"]
+
+
+def test_routing_explorer_views_and_token_selection(model):
+    ex = RoutingExplorer(model, prompt="def add(a, b):\n    return a + b\ndef sub(a, b):\n    return a - b",
+                         compare_prompt="The cat sat on the mat.", max_new_tokens=4)
+    assert "RoutingTrace" in ex.status.text
+    for view in ROUTING_VIEWS:
+        ex.view.value = view
+        assert "Error" not in ex.status.text, (view, ex.status.text)
+        assert len(ex.area.figure.data) >= 1, view
+    ex.view.value = "token"
+    before = ex.area.figure.data[0].y
+    ex._select(3)  # what a click on the token map does
+    assert ex.token.value == 3 and "<b>token 3</b>" in ex.details.value
+    assert not np.array_equal(before, ex.area.figure.data[0].y)
+    trace = ex.session.trace
+    row = trace.token(3)[0]
+    assert f"E{row['experts'][0]} ({row['weights'][0]:.2f})" in ex.details.value
+
+
+def test_routing_explorer_reports_errors_and_stays_usable(model):
+    ex = RoutingExplorer(model, prompt="hello")
+    ex.view.value = "compare prompts"
+    assert "second prompt" in ex.status.text
+    ex.prompt.value = "   "
+    ex.run_button.click()
+    assert "type a prompt" in ex.status.text
+    ex.prompt.value = "x = 1"
+    ex.compare_prompt.value = "y = 2"
+    ex.run_button.click()
+    assert "Error" not in ex.status.text and ex.session.compare_trace is not None
+
+
+def test_routing_explorer_refuses_a_dense_model(dense_pair):
+    with pytest.raises(workbench.WorkbenchError, match="dense"):
+        RoutingExplorer(dense_pair["torch"])
+
+
+def test_deltanet_explorer_views_and_slider(model):
+    ex = DeltaNetExplorer(model, prompt="one two three one two three", max_new_tokens=2)
+    for view in DN_VIEWS:
+        ex.view.value = view
+        assert "Error" not in ex.status.text, (view, ex.status.text)
+        assert len(ex.area.figure.data) >= 1, view
+    ex.view.value = "state matrix"
+    z0 = np.array(ex.area.figure.data[0].z)
+    ex.token.value = 5
+    z5 = np.array(ex.area.figure.data[0].z)
+    assert not np.allclose(z0, z5)
+    np.testing.assert_allclose(z5, ex.session.trace.state(ex.layer.value, 5, 0), rtol=1e-6)
+    ex.layer.value = model.spec.linear_layers[-1]  # not kept yet: the explorer re-runs for it
+    assert ex.session.trace.state_layers.tolist() == [model.spec.linear_layers[-1]]
+    assert "Error" not in ex.status.text
+    ex.prompt.value = ""
+    ex.run_button.click()
+    assert "type a prompt" in ex.status.text

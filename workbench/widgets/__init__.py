@@ -1,0 +1,15 @@
+"""ipywidgets panels over the workbench (need the `notebooks` extra): `RoutingExplorer`,
+`DeltaNetExplorer`. Each is a thin view over a controller object that tests drive directly."""
+from __future__ import annotations
+
+__all__ = ["RoutingExplorer", "DeltaNetExplorer"]
+
+
+def __getattr__(name):
+    if name == "RoutingExplorer":
+        from .routing import RoutingExplorer
+        return RoutingExplorer
+    if name == "DeltaNetExplorer":
+        from .deltanet import DeltaNetExplorer
+        return DeltaNetExplorer
+    raise AttributeError(name)
