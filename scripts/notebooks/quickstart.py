@@ -1,10 +1,7 @@
-"""Write notebooks/00_quickstart.ipynb from the cells below (run `python scripts/run_notebooks.py` after)."""
-from pathlib import Path
+"""Cells of notebooks/00_quickstart.ipynb."""
+from cells import IGNORE, code, md
 
-import nbformat as nbf
-
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
-IGNORE = {"tags": ["nbval-ignore-output"]}
+NAME = "00_quickstart"
 
 cells = [
     md("# Qwen Workbench: quickstart\n\n"
@@ -42,8 +39,7 @@ cells = [
     code("from importlib.resources import files\n\n"
          "spec = workbench.ModelSpec.from_file(files(\"workbench\") / \"configs\" / \"Qwen3.5-35B-A3B.json\")\n"
          "print(spec.summary())"),
+    md("## Next\n\n- `01_expert_routing.ipynb`: which experts each token is routed to, what that says about "
+       "the model, and how to change it.\n- `02_deltanet_state.ipynb`: what the Gated DeltaNet state holds and "
+       "how it evolves token by token."),
 ]
-nb = nbf.v4.new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"}})
-Path(__file__).resolve().parents[1].joinpath("notebooks", "00_quickstart.ipynb").write_text(nbf.writes(nb))
