@@ -9,12 +9,13 @@ from pathlib import Path
 from .errors import BackendNotInstalled, WorkbenchError
 from .generation import Generation, SamplingParams, Stats
 from .hub import bundled_names
-from .spec import ModelSpec
+from .model_spec import ModelSpec
 from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace
 
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
            "WorkbenchError", "BackendNotInstalled", "bundled_names",
-           "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace"]
+           "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace",
+           "spec", "plan"]
 __version__ = "0.1.0"
 
 
@@ -41,6 +42,21 @@ def load(model: str | Path = "tiny", backend: str = "auto", device: str | None =
     tokenizer = Tokenizer(path)
     engine = backend_class(choose_backend(backend)).load(path, spec, device, dtype)
     return Model(engine, tokenizer, path, spec)
+
+
+def spec(model: str | Path) -> ModelSpec:
+    """The ModelSpec of a model without loading weights: a released model's Hub id or name
+    ("Qwen/Qwen3.5-35B-A3B"), a config.json or checkpoint folder, a bundled name, or a Hub id
+    whose config.json is in the local cache. The same spec `load()` gives the loaded model."""
+    from .planner.registry import spec as _spec
+    return _spec(model)
+
+
+def plan(model, weights: str = "bf16", context: int = 32_768, batch: int = 1, device=None, **kwargs):
+    """Memory plan and decode ceiling of a model (a ModelSpec or anything `spec` accepts) in a
+    weight format, at a context length, on a device; see `workbench.planner.plan`."""
+    from .planner.plan import plan as _plan
+    return _plan(model, weights=weights, context=context, batch=batch, device=device, **kwargs)
 
 
 def __getattr__(name):  # Model without importing a backend at package import

@@ -10,7 +10,7 @@ from .backends.base import Backend
 from .chat import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .errors import WorkbenchError
 from .generation import DecodeLoop, Generation, SamplingParams
-from .spec import ModelSpec
+from .model_spec import ModelSpec
 from .tokenizer import Tokenizer
 from .trace import Intervention, Trace, build_records, plan_probes
 

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import WorkbenchError
-from .spec import ModelSpec
+from .model_spec import ModelSpec
 
 DEFAULT_BUDGET = 1 << 30  # bytes a DeltaNet / attention capture may keep unless told otherwise
 

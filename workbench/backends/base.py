@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..generation import SamplingParams
-from ..spec import ModelSpec
+from ..model_spec import ModelSpec
 from ..trace import ProbePlan
 
 # A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).

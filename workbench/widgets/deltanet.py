@@ -16,7 +16,7 @@ from ..analysis.memory import cache_growth
 from ..errors import WorkbenchError
 from ..figures import deltanet as fd
 from ..generation import Generation
-from ..spec import ModelSpec
+from ..model_spec import ModelSpec
 from ..trace import DeltaNetCapture, DeltaNetTrace, Trace
 from .common import FigureArea, Status, guarded
 

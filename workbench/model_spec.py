@@ -109,12 +109,46 @@ class ModelSpec:
         return mixer + self._mlp_params(layer, experts) + 2 * self.hidden_size
 
     @property
-    def params_total(self) -> int:
-        """Parameters of the text model (vision tower and MTP layers not included)."""
+    def params_text(self) -> int:
+        """Parameters of the text model: embeddings, decoder layers, final norm, lm_head."""
         embed = self.vocab_size * self.hidden_size
         head = 0 if self.tie_word_embeddings else embed
         layers = sum(self._layer_params(i, self.num_experts) for i in range(self.num_layers))
         return embed + layers + self.hidden_size + head
+
+    @property
+    def params_mtp(self) -> int:
+        """Multi-token-prediction layers (speculative decoding head; transformers drops them):
+        each an fc over [embedding; hidden], three norms and one full-attention decoder layer
+        (with the model's MoE or dense MLP). Embeddings and lm_head are shared."""
+        if not self.mtp_num_hidden_layers:
+            return 0
+        h = self.hidden_size
+        moe = self.is_moe
+        mlp = self._moe_params(self.num_experts) if moe else 3 * h * self.intermediate_size
+        layer = self._attention_params() + mlp + 2 * h
+        return self.mtp_num_hidden_layers * (2 * h * h + 3 * h + layer)
+
+    @property
+    def params_vision(self) -> int:
+        """The vision tower (`model.visual.*`): patch embedding, position embedding, ViT blocks
+        and the patch merger(s); 0 for text-only models."""
+        v = self.raw.get("vision_config")
+        if not v:
+            return 0
+        h, inter, out = v["hidden_size"], v["intermediate_size"], v["out_hidden_size"]
+        merged = h * v.get("spatial_merge_size", 2) ** 2
+        patch = v.get("in_channels", 3) * v.get("temporal_patch_size", 2) * v["patch_size"] ** 2 * h + h
+        pos = v.get("num_position_embeddings", 0) * h
+        block = 4 * h + (3 * h * h + 3 * h) + (h * h + h) + (h * inter + inter) + (inter * h + h)
+        merger = merged * merged + merged + merged * out + out
+        deepstack = len(v.get("deepstack_visual_indexes") or ()) * (2 * merged + merger)  # post-shuffle norm
+        return patch + pos + v["depth"] * block + 2 * h + merger + deepstack
+
+    @property
+    def params_total(self) -> int:
+        """Everything a release stores: text model + vision tower + MTP layers."""
+        return self.params_text + self.params_vision + self.params_mtp
 
     @property
     def params_active(self) -> int:
@@ -122,7 +156,8 @@ class ModelSpec:
         and one embedding row instead of the table (the lm_head is read whole)."""
         layers = sum(self._layer_params(i, self.num_experts_per_tok) for i in range(self.num_layers))
         head = self.vocab_size * self.hidden_size
-        return self.hidden_size + layers + self.hidden_size + head
+        row = 0 if self.tie_word_embeddings else self.hidden_size  # a tied table is read whole as the head
+        return row + layers + self.hidden_size + head
 
     def summary(self) -> str:
         kind = (f"MoE {self.num_experts} experts, top-{self.num_experts_per_tok} + shared"
@@ -130,7 +165,7 @@ class ModelSpec:
         return (f"{self.architecture}: {self.num_layers} layers "
                 f"({len(self.linear_layers)} Gated DeltaNet, {len(self.full_attention_layers)} "
                 f"full attention), hidden {self.hidden_size}, {kind}, "
-                f"{self.params_total / 1e6:,.2f}M params ({self.params_active / 1e6:,.2f}M active)")
+                f"{self.params_text / 1e6:,.2f}M text params ({self.params_active / 1e6:,.2f}M active)")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
