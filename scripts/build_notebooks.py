@@ -9,7 +9,7 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "notebooks"))
-MODULES = ["quickstart", "expert_routing", "deltanet_state"]
+MODULES = ["quickstart", "expert_routing", "deltanet_state", "memory_and_hardware"]
 
 
 def build(module_name: str) -> Path:
@@ -17,6 +17,8 @@ def build(module_name: str) -> Path:
     nb = nbf.v4.new_notebook(cells=module.cells, metadata={
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"}})
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:03d}"  # stable ids: rebuilding leaves no diff where nothing changed
     path = HERE.parent / "notebooks" / f"{module.NAME}.ipynb"
     path.write_text(nbf.writes(nb))
     return path

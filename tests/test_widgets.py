@@ -69,3 +69,19 @@ def test_deltanet_explorer_views_and_slider(model):
     ex.prompt.value = ""
     ex.run_button.click()
     assert "type a prompt" in ex.status.text
+
+
+def test_planner_panel_updates_with_its_controls():
+    from workbench.widgets import PlannerPanel
+
+    panel = PlannerPanel(model="Qwen/Qwen3.5-35B-A3B", weights="gguf-q4_k_m", context=8192, device="RTX 4090")
+    assert "fits RTX 4090" in panel.verdict.value
+    weights_q4 = panel.area.figure.data[0].y[0]
+    panel.weights.value = "bf16"
+    assert "does NOT fit" in panel.verdict.value and "offload" in panel.verdict.value
+    assert panel.area.figure.data[0].y[0] > 3 * weights_q4
+    kv_8k = panel.area.figure.data[1].y[0]
+    panel.context.value = 65536
+    assert panel.area.figure.data[1].y[0] == pytest.approx(8 * kv_8k)
+    panel.device.value = "H200"
+    assert "fits H200" in panel.verdict.value

@@ -13,7 +13,8 @@ CONFIGS = files("workbench") / "configs"
 
 def known() -> dict[str, str]:
     """{Hub id: shipped config file name} of the released models the package knows."""
-    return {f"Qwen/{p.name[:-5]}": p.name for p in CONFIGS.iterdir() if p.name.endswith(".json")}
+    return {f"Qwen/{p.name[:-5]}": p.name for p in sorted(CONFIGS.iterdir(), key=lambda p: p.name)
+            if p.name.endswith(".json")}
 
 
 def spec(model: str | Path) -> ModelSpec:

@@ -2,7 +2,7 @@
 `DeltaNetExplorer`. Each is a thin view over a controller object that tests drive directly."""
 from __future__ import annotations
 
-__all__ = ["RoutingExplorer", "DeltaNetExplorer"]
+__all__ = ["RoutingExplorer", "DeltaNetExplorer", "PlannerPanel"]
 
 
 def __getattr__(name):
@@ -12,4 +12,7 @@ def __getattr__(name):
     if name == "DeltaNetExplorer":
         from .deltanet import DeltaNetExplorer
         return DeltaNetExplorer
+    if name == "PlannerPanel":
+        from .planner import PlannerPanel
+        return PlannerPanel
     raise AttributeError(name)
