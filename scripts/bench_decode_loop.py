@@ -1,10 +1,13 @@
-"""Decode speed of the workbench's own loop against each engine's own generation, side by side.
+"""Decode speed of the workbench's own loop against each engine's own generation, and what
+tracing costs, side by side in one run.
 
 For each backend, on the same checkpoint, prompt and greedy settings, alternating runs:
-  workbench  model.generate(ids, max_new_tokens=N)
-  raw        transformers `model.generate` (torch) / `mlx_lm.stream_generate` (MLX)
+  raw                 transformers `model.generate` (torch) / `mlx_lm.stream_generate` (MLX)
+  workbench           model.generate(ids, max_new_tokens=N)
+  + routing           ... trace=Trace(routing=True)
+  + deltanet          ... trace=Trace(deltanet=True)  (per-token summaries)
 Decode time is measured as time(N new tokens) - time(1 new token), so prefill and set-up cancel
-out; the median over repeats is reported with the ratio workbench / raw.
+out; medians over repeats. Targets: workbench >= 0.95x raw; routing capture >= 0.9x untraced.
 
     python scripts/bench_decode_loop.py [--model tiny] [--new 128] [--prompt 128] [--repeats 5]
 """
@@ -17,6 +20,7 @@ import time
 import numpy as np
 
 import workbench
+from workbench import Trace
 
 
 def _timed(fn) -> float:
@@ -51,9 +55,9 @@ def raw_mlx(model, ids):
     return run
 
 
-def ours(model, ids):
+def ours(model, ids, trace=None):
     def run(k):
-        model.generate(ids, max_new_tokens=k, ignore_eos=True)
+        model.generate(ids, max_new_tokens=k, ignore_eos=True, trace=trace)
     return run
 
 
@@ -68,19 +72,25 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--backends", default="torch,mlx")
     args = ap.parse_args()
-    print(f"| backend | workbench tok/s | raw engine tok/s | ratio |\n|---|---|---|---|")
-    for backend, raw in (("torch", raw_torch), ("mlx", raw_mlx)):
+    print("| backend | raw engine tok/s | workbench tok/s | workbench / raw | + routing | + deltanet summaries |\n"
+          "|---|---|---|---|---|---|")
+    for backend in args.backends.split(","):
         model = workbench.load(args.model, backend=backend)
-        rng = np.random.default_rng(0)
-        ids = rng.integers(0, 2000, size=args.prompt).astype(np.int64)
-        runs = {"ours": ours(model, ids), "raw": raw(model, ids)}
-        rates: dict[str, list[float]] = {"ours": [], "raw": []}
-        for _ in range(args.repeats):  # alternate, so drift on a shared machine hits both
+        ids = np.random.default_rng(0).integers(0, 2000, size=args.prompt).astype(np.int64)
+        runs = {"raw": (raw_torch if backend == "torch" else raw_mlx)(model, ids), "ours": ours(model, ids),
+                "deltanet": ours(model, ids, Trace(deltanet=True))}
+        if model.spec.is_moe:
+            runs["routing"] = ours(model, ids, Trace(routing=True))
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(args.repeats):  # alternate, so drift on a shared machine hits all alike
             for name, run in runs.items():
                 rates[name] += decode_rate(run, args.new, 1)
-        a, b = statistics.median(rates["ours"]), statistics.median(rates["raw"])
-        print(f"| {backend} | {a:,.1f} | {b:,.1f} | {a / b:.2f}x |")
+        med = {name: statistics.median(r) for name, r in rates.items()}
+        routing = f"{med['routing']:,.1f} ({med['routing'] / med['ours']:.2f}x)" if "routing" in med else "dense"
+        print(f"| {backend} | {med['raw']:,.1f} | {med['ours']:,.1f} | {med['ours'] / med['raw']:.2f}x | {routing} | "
+              f"{med['deltanet']:,.1f} ({med['deltanet'] / med['ours']:.2f}x) |")
 
 
 if __name__ == "__main__":

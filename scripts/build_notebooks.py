@@ -9,7 +9,7 @@ import nbformat as nbf
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "notebooks"))
-MODULES = ["quickstart", "expert_routing", "deltanet_state", "memory_and_hardware"]
+MODULES = ["quickstart", "expert_routing", "deltanet_state", "tokens_per_second", "memory_and_hardware"]
 
 
 def build(module_name: str) -> Path:

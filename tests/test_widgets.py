@@ -85,3 +85,32 @@ def test_planner_panel_updates_with_its_controls():
     assert panel.area.figure.data[1].y[0] == pytest.approx(8 * kv_8k)
     panel.device.value = "H200"
     assert "fits H200" in panel.verdict.value
+
+
+def test_streaming_meter_updates_per_token(model):
+    from workbench.widgets import StreamingMeter
+
+    panel = StreamingMeter(model, prompt="def f(x):", max_new_tokens=12)
+    seen = []
+    panel.meter.observe(lambda change: seen.append(change["new"]), names="value")
+    gen = panel.generate()
+    assert panel.meter.tokens == len(gen.token_ids) == 12
+    assert sum("tok/s" in v for v in seen) >= 10          # updated while streaming, not only at the end
+    assert "tok/s</b> decode" in panel.meter.value and gen.text[:5] in panel.text.value
+
+
+def test_speed_dashboard_runs_a_sweep(model):
+    from workbench.widgets import SpeedDashboard
+
+    dash = SpeedDashboard(model, prompt_tokens="8", new_tokens="4", depths="0,16", repeats=1)
+    steps = []
+    dash.progress.observe(lambda change: steps.append(change["new"]), names="value")
+    df = dash.run()
+    assert list(df.test) == ["pp8", "tg4", "pp8 @ d16", "tg4 @ d16"]
+    assert steps[-1] == 4 and len(steps) >= 4
+    assert len(dash.area.figure.data) >= 1 and "pp8 @ d16" in dash.table.value
+    dash.view.value = "depth sweep"
+    assert [list(t.x) for t in dash.area.figure.data][0] == [0, 16]
+    dash.depths.value = "zero"
+    dash.button.click()
+    assert "not a comma-separated list" in dash.status.text

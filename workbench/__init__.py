@@ -15,7 +15,7 @@ from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention,
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
            "WorkbenchError", "BackendNotInstalled", "bundled_names",
            "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace",
-           "spec", "plan"]
+           "spec", "plan", "bench"]
 __version__ = "0.1.0"
 
 
@@ -57,6 +57,13 @@ def plan(model, weights: str = "bf16", context: int = 32_768, batch: int = 1, de
     weight format, at a context length, on a device; see `workbench.planner.plan`."""
     from .planner.plan import plan as _plan
     return _plan(model, weights=weights, context=context, batch=batch, device=device, **kwargs)
+
+
+def bench(model, prompt_tokens=512, new_tokens=128, repeats: int = 5, depth=0, **kwargs):
+    """Measure a loaded model like llama-bench: a pandas DataFrame with one row per test (pp<N>,
+    tg<N>, pp<N>+tg<M>, at depth d<D>); see `workbench.throughput.bench`."""
+    from .throughput import bench as _bench
+    return _bench(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, depth=depth, **kwargs)
 
 
 def __getattr__(name):  # Model without importing a backend at package import

@@ -84,6 +84,11 @@ class Backend(ABC):
         self.to_numpy(self.forward(np.zeros(1, dtype=np.int64), cache))
         self.synchronize()
 
+    def hardware_name(self) -> str:
+        """What the device is called by its driver (for reports and bandwidth lookups)."""
+        import platform
+        return platform.processor() or platform.machine() or "cpu"
+
     def queue(self, value: Any) -> None:
         """Start computing `value` without waiting (asynchronous devices); default: nothing."""
 

@@ -166,6 +166,11 @@ class MLXBackend(Backend):
 
         return sample
 
+    def hardware_name(self) -> str:
+        if self._device == mx.gpu:
+            return str(mx.device_info().get("device_name", "Apple GPU"))
+        return super().hardware_name()
+
     def queue(self, value) -> None:
         # A probe's per-token summaries are evaluated with the step, so the states they were
         # computed from need not be kept.

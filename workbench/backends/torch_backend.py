@@ -206,6 +206,11 @@ class TorchBackend(Backend):
 
         return sample
 
+    def hardware_name(self) -> str:
+        if self._device.type == "cuda":
+            return torch.cuda.get_device_name(self._device)
+        return super().hardware_name()
+
     def to_numpy(self, value) -> np.ndarray:
         value = value.detach()
         return (value.float() if value.is_floating_point() else value).cpu().numpy()

@@ -52,3 +52,24 @@ def device(name_or_device: str | Device) -> Device:
         return low[name_or_device.lower()]
     raise WorkbenchError(f"device {name_or_device!r} is not in the table; use one of {', '.join(DEVICES)}, "
                          "or pass workbench.planner.Device(name, memory_gb, bandwidth_gbs).")
+
+
+# What drivers call some of the table's devices.
+_ALIASES = {"h100 80gb hbm3": "H100 SXM", "h100 sxm5": "H100 SXM", "a100-sxm4-80gb": "A100 80GB",
+            "a100-sxm4-40gb": "A100 40GB", "a100 80gb pcie": "A100 80GB"}
+
+
+def match(hardware_name: str) -> Device | None:
+    """The table's device for a driver's name ("NVIDIA GeForce RTX 4090", "NVIDIA H200", "Apple M4
+    Max"), or None when it is not known well enough to give a bandwidth."""
+    name = hardware_name.lower()
+    for alias, key in _ALIASES.items():
+        if alias in name:
+            return DEVICES[key]
+    words = set(name.replace("-", " ").split())
+    best, score = None, 0
+    for key, dev in DEVICES.items():
+        needed = [w for w in key.lower().replace("-", " ").split() if not w.endswith("gb")]
+        if needed and all(w in words for w in needed) and len(needed) > score:
+            best, score = dev, len(needed)
+    return best

@@ -1,8 +1,10 @@
 """ipywidgets panels over the workbench (need the `notebooks` extra): `RoutingExplorer`,
-`DeltaNetExplorer`. Each is a thin view over a controller object that tests drive directly."""
+`DeltaNetExplorer`, `PlannerPanel`, `TokensPerSecondMeter` / `StreamingMeter`, `SpeedDashboard`.
+Each is a thin view over a controller object or a function that tests drive directly."""
 from __future__ import annotations
 
-__all__ = ["RoutingExplorer", "DeltaNetExplorer", "PlannerPanel"]
+__all__ = ["RoutingExplorer", "DeltaNetExplorer", "PlannerPanel", "TokensPerSecondMeter", "StreamingMeter",
+           "SpeedDashboard"]
 
 
 def __getattr__(name):
@@ -12,6 +14,9 @@ def __getattr__(name):
     if name == "DeltaNetExplorer":
         from .deltanet import DeltaNetExplorer
         return DeltaNetExplorer
+    if name in ("TokensPerSecondMeter", "StreamingMeter", "SpeedDashboard"):
+        from . import speed
+        return getattr(speed, name)
     if name == "PlannerPanel":
         from .planner import PlannerPanel
         return PlannerPanel

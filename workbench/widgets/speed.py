@@ -1,0 +1,140 @@
+"""Live tokens/s while a generation streams (`TokensPerSecondMeter`), and `SpeedDashboard`, which
+runs a llama-bench-style sweep with a progress bar and plots it."""
+from __future__ import annotations
+
+import html
+import time
+
+import ipywidgets as w
+
+from ..errors import WorkbenchError
+from ..figures import bench as fb
+from ..throughput import bench, markdown
+from .common import FigureArea, Status, guarded
+
+
+class TokensPerSecondMeter(w.HTML):
+    """A one-line readout: tokens so far, time to first token, decode tok/s, updated per token.
+    Drive it with `start()` / `tick()` / `finish(stats)`, or let `run(stream)` do it."""
+
+    def __init__(self):
+        super().__init__(value="<span style='color:#777'>tokens/s: -</span>")
+        self._start = self._first = None
+        self.tokens = 0
+
+    def start(self) -> None:
+        self._start, self._first, self.tokens = time.perf_counter(), None, 0
+        self.value = "<span style='color:#777'>waiting for the first token ...</span>"
+
+    def tick(self, n: int = 1) -> None:
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = now
+        self.tokens += n
+        decode = (self.tokens - 1) / (now - self._first) if self.tokens > 1 and now > self._first else float("nan")
+        self.value = (f"<b>{decode:,.1f} tok/s</b> | {self.tokens} tokens | first token after "
+                      f"{1e3 * (self._first - self._start):,.0f} ms")
+
+    def finish(self, stats) -> None:
+        self.value = (f"<b>{stats.decode_tokens_per_s:,.1f} tok/s</b> decode | {stats.new_tokens} tokens | "
+                      f"TTFT {1e3 * stats.time_to_first_token_s:,.0f} ms | prefill "
+                      f"{stats.prefill_tokens_per_s:,.0f} tok/s")
+
+    def run(self, stream, on_text=None):
+        """Consume a `model.stream(...)`, ticking per token; returns its Generation."""
+        self.start()
+        last = None
+        for chunk in stream:
+            if chunk.token_id != last:
+                self.tick()
+                last = chunk.token_id
+            if on_text is not None:
+                on_text(chunk)
+        self.finish(stream.generation.stats)
+        return stream.generation
+
+
+class StreamingMeter(w.VBox):
+    """A prompt box, a Generate button, the streamed text and the live meter."""
+
+    def __init__(self, model, prompt: str = "def fibonacci(n):", max_new_tokens: int = 64):
+        self.model = model
+        self.prompt = w.Textarea(value=prompt, layout={"width": "100%"})
+        self.max_new_tokens = w.IntSlider(value=max_new_tokens, min=1, max=1024, description="max tokens")
+        self.button = w.Button(description="Generate", button_style="primary")
+        self.text = w.HTML()
+        self.meter = TokensPerSecondMeter()
+        self.status = Status()
+        self.button.on_click(guarded(self.status, lambda _b: self.generate()))
+        super().__init__([self.prompt, w.HBox([self.max_new_tokens, self.button]), self.meter, self.text,
+                          self.status.widget])
+
+    def generate(self):
+        self.text.value = ""
+        pieces: list[str] = []
+
+        def show(chunk):
+            pieces.append(chunk)
+            self.text.value = f"<pre style='white-space:pre-wrap'>{html.escape(''.join(pieces))}</pre>"
+
+        gen = self.meter.run(self.model.stream(self.prompt.value, max_new_tokens=self.max_new_tokens.value,
+                                               ignore_eos=True), on_text=show)
+        self.status.info(f"finish: {gen.finish_reason}")
+        return gen
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise WorkbenchError(f"{name}: {text!r} is not a comma-separated list of whole numbers.") from None
+    return values
+
+
+class SpeedDashboard(w.VBox):
+    """Run a sweep (prompt sizes, generation lengths, depths, repeats) with a progress bar; see
+    the table and the plots."""
+
+    def __init__(self, model, prompt_tokens: str = "64,256", new_tokens: str = "32", depths: str = "0,512",
+                 repeats: int = 3):
+        self.model = model
+        self.prompt_tokens = w.Text(value=prompt_tokens, description="pp")
+        self.new_tokens = w.Text(value=new_tokens, description="tg")
+        self.depths = w.Text(value=depths, description="depths")
+        self.repeats = w.IntSlider(value=repeats, min=1, max=10, description="repeats")
+        self.button = w.Button(description="Run sweep", button_style="primary", icon="play")
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="progress")
+        self.view = w.ToggleButtons(options=["results", "depth sweep"], value="results")
+        self.table = w.HTML()
+        self.status = Status()
+        self.area = FigureArea()
+        self.results = None
+        self.button.on_click(guarded(self.status, lambda _b: self.run()))
+        self.view.observe(guarded(self.status, lambda _c: self.redraw()), names="value")
+        super().__init__([w.HBox([self.prompt_tokens, self.new_tokens, self.depths]),
+                          w.HBox([self.repeats, self.button, self.progress]), self.view, self.area.widget,
+                          self.table, self.status.widget])
+
+    def run(self):
+        def progress(done, total, name):
+            self.progress.max = total
+            self.progress.value = done
+            self.status.info(f"{done}/{total}: {name}")
+
+        self.results = bench(self.model, prompt_tokens=_int_list(self.prompt_tokens.value, "pp"),
+                             new_tokens=_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
+                             depth=_int_list(self.depths.value, "depths"), progress=progress)
+        self.redraw()
+        return self.results
+
+    def redraw(self):
+        if self.results is None:
+            return
+        fig = fb.results(self.results) if self.view.value == "results" else fb.depth_sweep(self.results)
+        self.area.show(fig)
+        cols = ["test", "t/s", "t/s std", "ttft_ms", "latency_ms_median", "latency_ms_p99", "peak_memory_MiB"]
+        self.table.value = self.results[cols].round(2).to_html(index=False, na_rep="")
+        self.status.info(f"{len(self.results)} tests on {self.model.backend} ({self.results.device[0]})")
+
+    def markdown(self) -> str:
+        return markdown(self.results)
