@@ -1,5 +1,7 @@
 """The explorers' controllers and widgets, driven without a browser (the browser tests prove
 they render): every view draws, selections change what is drawn, errors land in the panel."""
+import time
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,51 @@ def test_speed_dashboard_runs_a_sweep(model):
     dash.depths.value = "zero"
     dash.button.click()
     assert "not a comma-separated list" in dash.status.text
+
+
+def test_chat_panel_send_stream_stop_reset(model):
+    from workbench.widgets import ChatPanel
+
+    def get_weather(city: str) -> str:
+        """Weather in a city."""
+        return "sunny"
+
+    panel = ChatPanel(model, tools=[get_weather], preset="greedy (reproducible)", max_new_tokens=8)
+    assert panel.temperature.value == 0 and not panel.thinking.value
+    panel.preset.value = "thinking: general"
+    assert panel.thinking.value and panel.temperature.value == 1.0 and panel.presence_penalty.value == 1.5
+    panel.preset.value = "greedy (reproducible)"
+    seen = []
+    panel.meter.observe(lambda change: seen.append(change["new"]), names="value")
+    panel.message.value = "Hello there"
+    panel.send()
+    panel.wait(60)
+    assert "done:" in panel.status.text and panel.messages[-1]["role"] == "assistant"
+    assert "<b>you</b>" in panel.history.value and "Hello there" in panel.history.value
+    assert "wb-answer" in panel.history.value and any("tok/s" in v for v in seen)
+    assert panel.message.value == "" and not panel.send_button.disabled
+    # Stop: a long reply is interrupted at once and the model stays usable
+    panel.max_new_tokens.value = 2000
+    panel.send("Tell me a long story")
+    time.sleep(0.5)
+    panel.stop()
+    panel.wait(30)
+    assert panel.last_result.finish_reason == "interrupted"
+    assert len(panel.last_result.generations[-1].token_ids) < 2000
+    assert model.generate("hi", max_new_tokens=2).token_ids.size == 2
+    # an empty message or a bad setting is reported in the panel, not raised
+    panel.send("   ")
+    assert "type a message" in panel.status.text
+    panel.reset()
+    assert panel.messages == [] and panel.history.value == ""
+
+
+def test_chat_panel_thinking_is_shown_apart(model):
+    from workbench.widgets import ChatPanel
+
+    panel = ChatPanel(model, preset="greedy (reproducible)", max_new_tokens=12)
+    panel.thinking.value = True
+    panel.send("Why is the sky blue?")
+    panel.wait(60)
+    assert "class='wb-thinking'" in panel.history.value  # the reply started in the thinking block
+    assert panel.last_result.thinking is not None

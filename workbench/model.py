@@ -176,6 +176,18 @@ class Model:
 
         return Stream(loop, finish, opened)
 
+    def chat(self, messages: list[dict], tools: Sequence = (), max_rounds: int = 5, thinking: bool = False,
+             max_new_tokens: int = 512, on_event=None, **sampling):
+        """Chat with native tool calling: `tools` are plain Python functions (schemas from their
+        type hints and docstrings). The model's Qwen3-Coder XML calls are parsed, typed, run (only
+        registered functions) and answered with tool responses until it gives a final answer or
+        `max_rounds` tool rounds have run. Malformed calls, unknown functions, wrong argument
+        types and exceptions come back to the model as tool errors. Returns a `ChatResult`
+        (`.text`, `.messages`, `.calls`); `on_event` sees each chunk, call and result live."""
+        from .conversation import ChatLoop
+        return ChatLoop(self, messages, tools, max_rounds=max_rounds, thinking=thinking,
+                        max_new_tokens=max_new_tokens, **sampling).run(on_event)
+
     # ---- helpers ------------------------------------------------------------------------
     def _prompt_ids(self, prompt: Any, thinking: bool, tools: list[dict] | None = None
                     ) -> tuple[np.ndarray, str | None]:

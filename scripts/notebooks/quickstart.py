@@ -31,15 +31,39 @@ cells = [
          "print(model.apply_chat_template(messages, enable_thinking=False))"),
     code("chat = model.generate(messages, max_new_tokens=16, thinking=True)\n"
          "print(\"thinking:\", repr(chat.thinking))\nprint(\"answer:  \", repr(chat.text))"),
+    md("## Chat in a panel\nSend a message, watch it stream with its tokens/s, press Stop at any time. "
+       "Presets are the sampling settings the Qwen3.5 model card recommends; thinking, when on, is shown apart "
+       "in a collapsible block."),
+    code("from workbench.widgets import ChatPanel\n\nChatPanel(model)", metadata=IGNORE),
+    md("## Tool calling\nRegister plain Python functions: their JSON schema comes from the type hints and the "
+       "docstring, and the checkpoint's chat template shows them to the model. `model.chat` parses the model's "
+       "Qwen3-Coder XML calls, types the arguments per schema, runs the registered function (never the model's "
+       "text), answers with a tool response and goes on until a final answer. Calls inside a thinking block are "
+       "not run; malformed calls and exceptions go back to the model as tool errors."),
+    code("import json\n\ndef get_weather(city: str) -> dict:\n    \"\"\"Current weather in a city.\n\n    Args:\n"
+         "        city: the city's name, e.g. Paris\n    \"\"\"\n"
+         "    return {\"city\": city, \"sky\": \"sunny\", \"celsius\": 21}\n\n"
+         "from workbench.tools import ToolBox, parse_tool_calls\n\ntools = ToolBox([get_weather])\n"
+         "print(json.dumps(tools.schemas[0], indent=1))"),
+    md("This is what a tool-calling model writes, and what the loop does with it:"),
+    code("reply = \"\"\"<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\"\"\"\n"
+         "content, calls = parse_tool_calls(reply)\ncall = tools.check(calls[0])\n"
+         "print(call.name, call.arguments, \"->\", tools.run(call))"),
+    md("The whole round trip on the bundled model (its random weights do not call tools, so it answers "
+       "directly; the trained tiny model and real checkpoints call `get_weather`):"),
+    code("result = model.chat([{\"role\": \"user\", \"content\": \"What is the weather in Paris?\"}], tools=[get_weather],\n"
+         "                    max_new_tokens=16)\nprint(result.finish_reason, \"| tool calls:\", len(result.calls), \"| turns:\", [m[\"role\"] for m in result.messages])"),
+    code("from workbench.widgets import ChatPanel\n\nChatPanel(model, tools=[get_weather])", metadata=IGNORE),
     md("## A real checkpoint\nThe same code loads the released models from the Hugging Face Hub (into the "
        "standard cache, only the files the model needs), on a CUDA GPU with torch or on Apple Silicon "
        "with MLX:\n\n```python\nmodel = workbench.load(\"Qwen/Qwen3.5-35B-A3B\")            # CUDA: torch + fused kernels\n"
        "model = workbench.load(\"mlx-community/Qwen3.5-35B-A3B-4bit\")  # Apple Silicon: MLX\n```\n\n"
-       "`workbench.ModelSpec.from_file(...)` describes a model from its config alone, without weights:"),
-    code("from importlib.resources import files\n\n"
-         "spec = workbench.ModelSpec.from_file(files(\"workbench\") / \"configs\" / \"Qwen3.5-35B-A3B.json\")\n"
+       "`workbench.spec(...)` describes a model from its config alone, without weights:"),
+    code("spec = workbench.spec(\"Qwen/Qwen3.5-35B-A3B\")\n"
          "print(spec.summary())"),
     md("## Next\n\n- `01_expert_routing.ipynb`: which experts each token is routed to, what that says about "
        "the model, and how to change it.\n- `02_deltanet_state.ipynb`: what the Gated DeltaNet state holds and "
-       "how it evolves token by token."),
+       "how it evolves token by token.\n- `03_tokens_per_second.ipynb`: measuring speed honestly, like "
+       "llama-bench, against the hardware limit.\n- `04_memory_and_hardware.ipynb`: will a real model fit, in "
+       "which format, and how fast can it go."),
 ]

@@ -1,9 +1,9 @@
-"""ipywidgets panels over the workbench (need the `notebooks` extra): `RoutingExplorer`,
+"""ipywidgets panels over the workbench (need the `notebooks` extra): `ChatPanel`, `RoutingExplorer`,
 `DeltaNetExplorer`, `PlannerPanel`, `TokensPerSecondMeter` / `StreamingMeter`, `SpeedDashboard`.
 Each is a thin view over a controller object or a function that tests drive directly."""
 from __future__ import annotations
 
-__all__ = ["RoutingExplorer", "DeltaNetExplorer", "PlannerPanel", "TokensPerSecondMeter", "StreamingMeter",
+__all__ = ["ChatPanel", "RoutingExplorer", "DeltaNetExplorer", "PlannerPanel", "TokensPerSecondMeter", "StreamingMeter",
            "SpeedDashboard"]
 
 
@@ -17,6 +17,9 @@ def __getattr__(name):
     if name in ("TokensPerSecondMeter", "StreamingMeter", "SpeedDashboard"):
         from . import speed
         return getattr(speed, name)
+    if name == "ChatPanel":
+        from .chat import ChatPanel
+        return ChatPanel
     if name == "PlannerPanel":
         from .planner import PlannerPanel
         return PlannerPanel
