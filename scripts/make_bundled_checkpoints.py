@@ -13,7 +13,7 @@ that loads a 35B model:
   tokens in their release order, `tokenizer_config.json`, `chat_template.jinja` and
   `generation_config.json`.
 
-The weights are random (issue 7 trains a real one). Run:  python scripts/make_bundled_checkpoints.py
+The weights are random (scripts/train_tiny/ trains a real one). Run:  python scripts/make_bundled_checkpoints.py
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(folder: Path) -> int:
+def build_tokenizer(folder: Path, texts: list[str] | None = None, bpe_vocab: int = BPE_VOCAB) -> int:
     """Train and save the tokenizer files; returns the number of token ids in use."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -69,9 +69,9 @@ def build_tokenizer(folder: Path) -> int:
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, min_frequency=2, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=bpe_vocab, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus() if texts is None else texts, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=t not in TEXT_MARKUP, normalized=False)
                     for t in SPECIAL_TOKENS])
     tok.save(str(folder / "tokenizer.json"))
@@ -90,7 +90,7 @@ def build_tokenizer(folder: Path) -> int:
     return n
 
 
-def text_config(vocab: int, moe: bool, tokens: dict) -> dict:
+def text_config(vocab: int, moe: bool, tokens: dict, **overrides) -> dict:
     cfg = dict(
         hidden_size=64, num_hidden_layers=4, full_attention_interval=4,
         layer_types=["linear_attention"] * 3 + ["full_attention"],
@@ -108,6 +108,7 @@ def text_config(vocab: int, moe: bool, tokens: dict) -> dict:
                    shared_expert_intermediate_size=64, router_aux_loss_coef=0.001, mlp_only_layers=[])
     else:
         cfg.update(intermediate_size=128)
+    cfg.update(overrides)
     return cfg
 
 
@@ -146,15 +147,14 @@ def mtp_tensors(state: dict[str, torch.Tensor], cfg: dict, gen: torch.Generator)
 
 
 def build_model(folder: Path, moe: bool, vocab_in_use: int, tokens: dict) -> None:
-    from safetensors.torch import load_file, save_file
     from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3_5MoeConfig
     from transformers import Qwen3_5MoeForConditionalGeneration
 
     vocab = -(-vocab_in_use // 64) * 64  # padded like the release (248,320 rows for 248,070 ids)
     config_cls, model_cls = ((Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe
                              else (Qwen3_5Config, Qwen3_5ForConditionalGeneration))
-    vision = dict(VISION, model_type="qwen3_5_moe" if moe else "qwen3_5")
-    config = config_cls(text_config=text_config(vocab, moe, tokens), vision_config=vision,
+    text = text_config(vocab, moe, tokens)
+    config = config_cls(text_config=text, vision_config=dict(VISION, model_type="qwen3_5_moe" if moe else "qwen3_5"),
                         tie_word_embeddings=False, image_token_id=tokens["<|image_pad|>"],
                         video_token_id=tokens["<|video_pad|>"],
                         vision_start_token_id=tokens["<|vision_start|>"],
@@ -163,15 +163,21 @@ def build_model(folder: Path, moe: bool, vocab_in_use: int, tokens: dict) -> Non
     gen = torch.Generator().manual_seed(SEED + (1 if moe else 2))
     model = model_cls(config).float().eval()
     perturb_(model, gen)
+    save_release(folder, model, text, tokens, gen)
+
+
+def save_release(folder: Path, model, text: dict, tokens: dict, gen: torch.Generator) -> None:
+    """Save a *ForConditionalGeneration model as the releases do: safetensors with MTP weights
+    added, config.json with the keys transformers drops restored, generation_config.json."""
+    from safetensors.torch import load_file, save_file
+
     model.save_pretrained(folder, save_original_format=False)
     weights = folder / "model.safetensors"
     state = load_file(weights)
-    state.update(mtp_tensors(state, config.text_config.to_dict(), gen))
+    state.update(mtp_tensors(state, model.config.text_config.to_dict(), gen))
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
-
-    # config.json as the release writes it: the keys transformers drops or renames restored.
     cfg = json.loads((folder / "config.json").read_text())
-    cfg["text_config"].update({k: v for k, v in text_config(vocab, moe, tokens).items()
+    cfg["text_config"].update({k: v for k, v in text.items()
                                if k in ("layer_types", "mtp_num_hidden_layers", "mamba_ssm_dtype",
                                         "mtp_use_dedicated_embeddings", "dtype", "eos_token_id")})
     (folder / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")

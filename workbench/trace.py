@@ -163,6 +163,14 @@ class _Record:
                     values[f.name] = None
         return cls(**values)
 
+    @staticmethod
+    def _find(layers: np.ndarray, layer: int, problem: str) -> int:
+        """Row of model layer `layer` in `layers`; else a WorkbenchError saying `problem`."""
+        hits = np.flatnonzero(layers == layer)
+        if not len(hits):
+            raise WorkbenchError(f"layer {layer} {problem}: {_short(layers.tolist())}.")
+        return int(hits[0])
+
     def _check_position(self, t: int) -> int:
         if not -self.n_tokens <= t < self.n_tokens:
             raise WorkbenchError(f"token {t} is out of range: this trace has {self.n_tokens} tokens "
@@ -198,11 +206,7 @@ class RoutingTrace(_Record):
 
     def row(self, layer: int) -> int:
         """Row of model layer `layer` in the `[moe_layer, ...]` arrays."""
-        hits = np.flatnonzero(self.layers == layer)
-        if not len(hits):
-            raise WorkbenchError(f"layer {layer} is not a MoE layer of this trace; its MoE layers are "
-                                 f"{_short(self.layers.tolist())}.")
-        return int(hits[0])
+        return self._find(self.layers, layer, "is not a MoE layer of this trace; its MoE layers are")
 
     def token(self, t: int) -> list[dict]:
         """Experts and weights of token `t` in every MoE layer, for a table or a click."""
@@ -254,19 +258,12 @@ class DeltaNetTrace(_Record):
         return self.decay.shape[2]
 
     def row(self, layer: int) -> int:
-        hits = np.flatnonzero(self.layers == layer)
-        if not len(hits):
-            raise WorkbenchError(f"layer {layer} is not a Gated DeltaNet layer of this trace; its "
-                                 f"linear-attention layers are {_short(self.layers.tolist())}.")
-        return int(hits[0])
+        return self._find(self.layers, layer, "is not a Gated DeltaNet layer of this trace; its "
+                                              "linear-attention layers are")
 
     def state_row(self, layer: int) -> int:
-        hits = np.flatnonzero(self.state_layers == layer)
-        if not len(hits):
-            raise WorkbenchError(f"layer {layer} has no kept states; this trace kept layers "
-                                 f"{_short(self.state_layers.tolist())} (ask with "
-                                 "DeltaNetCapture(layers=[...])).")
-        return int(hits[0])
+        return self._find(self.state_layers, layer, "has no kept states (ask with DeltaNetCapture("
+                                                    "layers=[...])); this trace kept layers")
 
     def state(self, layer: int, token: int, head: int) -> np.ndarray:
         """The state `[Dk, Dv]` of `head` in `layer` after token `token`."""
@@ -306,11 +303,7 @@ class AttentionTrace(_Record):
     phase: np.ndarray
 
     def row(self, layer: int) -> int:
-        hits = np.flatnonzero(self.layers == layer)
-        if not len(hits):
-            raise WorkbenchError(f"layer {layer} is not a full-attention layer; they are "
-                                 f"{_short(self.layers.tolist())}.")
-        return int(hits[0])
+        return self._find(self.layers, layer, "is not a full-attention layer; they are")
 
 
 # ---- resolving a request against a model ------------------------------------------------

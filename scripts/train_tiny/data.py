@@ -1,0 +1,193 @@
+"""Training data for the trained tiny model, built locally (nothing downloaded):
+(a) Python source of this interpreter's standard library; (b) synthetic conversations in the
+Qwen3.5 chat format rendered through the bundled chat template: questions and answers (some with
+thinking), and tool-use dialogues for calculator / get_weather / convert_units.
+
+Held-out: stdlib files whose name hashes into the last 5%, and conversations drawn from a
+separate random stream (seed + 1) - never seen in training.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sysconfig
+from pathlib import Path
+
+import jinja2
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "workbench" / "templates" / "qwen3_5_chat.jinja"
+
+WEATHER = {  # the fixed table get_weather answers from
+    "Paris": ("sunny", 21), "London": ("rainy", 14), "Tokyo": ("cloudy", 18), "New York": ("windy", 16),
+    "Berlin": ("foggy", 11), "Madrid": ("sunny", 27), "Rome": ("sunny", 25), "Sydney": ("stormy", 19),
+    "Cairo": ("hot", 35), "Moscow": ("snowy", -4), "Toronto": ("cloudy", 9), "Lima": ("misty", 17),
+    "Oslo": ("cold", 2), "Delhi": ("hazy", 31), "Seoul": ("clear", 15), "Lagos": ("humid", 29),
+    "Dublin": ("drizzly", 12), "Vienna": ("breezy", 20), "Lisbon": ("bright", 23), "Prague": ("grey", 10),
+}
+UNITS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592,
+         ("m", "ft"): 3.28084, ("ft", "m"): 0.3048, ("l", "gal"): 0.264172, ("gal", "l"): 3.785412,
+         ("c", "f"): None, ("f", "c"): None}
+CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
+            "Egypt": "Cairo", "Peru": "Lima", "Norway": "Oslo", "Austria": "Vienna", "Portugal": "Lisbon",
+            "Ireland": "Dublin", "Canada": "Ottawa", "Kenya": "Nairobi", "Chile": "Santiago"}
+
+
+def tool_schemas() -> list[dict]:
+    def fn(name, desc, props, required):
+        return {"type": "function", "function": {"name": name, "description": desc, "parameters": {
+            "type": "object", "properties": props, "required": required}}}
+    return [
+        fn("calculator", "Evaluate an arithmetic expression.",
+           {"expression": {"type": "string", "description": "e.g. 12 * (3 + 4)"}}, ["expression"]),
+        fn("get_weather", "Current weather in a city.",
+           {"city": {"type": "string", "description": "the city's name"}}, ["city"]),
+        fn("convert_units", "Convert a value from one unit to another.",
+           {"value": {"type": "number"}, "from_unit": {"type": "string"}, "to_unit": {"type": "string"}},
+           ["value", "from_unit", "to_unit"]),
+    ]
+
+
+# ---- the tools themselves (the evaluation runs them too) ----------------------------------
+def calculator(expression: str) -> str:
+    import ast
+    import operator as op
+    ops = {ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv, ast.USub: op.neg}
+
+    def ev(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            return ops[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in ops:
+            return ops[type(node.op)](ev(node.operand))
+        raise ValueError(f"unsupported expression: {expression!r}")
+    value = ev(ast.parse(expression, mode="eval").body)
+    return str(round(value, 4)) if isinstance(value, float) and not value.is_integer() else str(int(value))
+
+
+def get_weather(city: str) -> str:
+    if city not in WEATHER:
+        return json.dumps({"error": f"unknown city {city}"})
+    sky, temp = WEATHER[city]
+    return json.dumps({"city": city, "sky": sky, "celsius": temp})
+
+
+def convert_units(value: float, from_unit: str, to_unit: str) -> str:
+    key = (from_unit, to_unit)
+    if key == ("c", "f"):
+        out = value * 9 / 5 + 32
+    elif key == ("f", "c"):
+        out = (value - 32) * 5 / 9
+    elif key in UNITS:
+        out = value * UNITS[key]
+    else:
+        return json.dumps({"error": f"cannot convert {from_unit} to {to_unit}"})
+    return f"{out:.2f}"
+
+
+# ---- conversations ----------------------------------------------------------------------
+def _template():
+    if not hasattr(_template, "compiled"):
+        env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+        env.filters["tojson"] = lambda v, **k: json.dumps(v, ensure_ascii=False)
+        env.globals["raise_exception"] = lambda m: (_ for _ in ()).throw(ValueError(m))
+        _template.compiled = env.from_string(TEMPLATE.read_text())
+    return _template.compiled
+
+
+def _render(messages, tools=None, thinking=False) -> str:
+    return _template().render(messages=messages, tools=tools, add_generation_prompt=False, enable_thinking=thinking)
+
+
+def _call(name: str, **args) -> dict:
+    return {"type": "function", "function": {"name": name, "arguments": args}}
+
+
+def tool_request(rng: random.Random) -> tuple[str, str, dict, str]:
+    """(user text, tool name, arguments, tool result) of one tool-use request."""
+    kind = rng.choice(["calculator", "get_weather", "convert_units"])
+    if kind == "calculator":
+        a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 9)
+        expr = rng.choice([f"{a} * {b}", f"{a} + {b}", f"{a} - {b}", f"{a} * {c} + {b}", f"({a} + {b}) * {c}"])
+        q = rng.choice(["What is {e}?", "Compute {e}.", "Calculate {e} please.", "Can you work out {e}?",
+                        "how much is {e}", "I need {e}."]).format(e=expr)
+        return q, kind, {"expression": expr}, calculator(expr)
+    if kind == "get_weather":
+        city = rng.choice(list(WEATHER))
+        q = rng.choice(["What's the weather in {c}?", "How is the weather in {c} today?", "Is it warm in {c}?",
+                        "weather {c}", "Tell me the weather for {c}.", "What is it like outside in {c}?"]).format(c=city)
+        return q, kind, {"city": city}, get_weather(city)
+    (f, t) = rng.choice(list(UNITS))
+    v = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
+    names = {"km": "kilometers", "mi": "miles", "kg": "kilograms", "lb": "pounds", "m": "meters", "ft": "feet",
+             "l": "liters", "gal": "gallons", "c": "degrees Celsius", "f": "degrees Fahrenheit"}
+    q = rng.choice(["Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?",
+                    "{v} {f} to {t}"]).format(v=v, f=names[f], t=names[t])
+    return q, kind, {"value": v, "from_unit": f, "to_unit": t}, convert_units(float(v), f, t)
+
+
+def final_answer(rng: random.Random, name: str, args: dict, result: str) -> str:
+    if name == "calculator":
+        return rng.choice(["{e} = {r}.", "The answer is {r}.", "It comes to {r}."]).format(e=args["expression"], r=result)
+    if name == "get_weather":
+        data = json.loads(result)
+        return rng.choice(["It is {s} in {c}, {t} °C.", "{c}: {s}, {t} degrees Celsius.",
+                           "Right now {c} is {s} at {t} °C."]).format(s=data["sky"], c=data["city"], t=data["celsius"])
+    return rng.choice(["{v} {f} is {r} {t}.", "That is {r} {t}."]).format(v=args["value"], f=args["from_unit"],
+                                                                         t=args["to_unit"], r=result)
+
+
+def tool_dialogue(rng: random.Random) -> str:
+    q, name, args, result = tool_request(rng)
+    msgs = [{"role": "user", "content": q},
+            {"role": "assistant", "content": "", "tool_calls": [_call(name, **args)]},
+            {"role": "tool", "content": result},
+            {"role": "assistant", "content": final_answer(rng, name, args, result)}]
+    return _render(msgs, tools=tool_schemas())
+
+
+def qa_dialogue(rng: random.Random) -> str:
+    country = rng.choice(list(CAPITALS))
+    a, b = rng.randint(2, 20), rng.randint(2, 20)
+    pairs = [
+        (f"What is the capital of {country}?", f"The capital of {country} is {CAPITALS[country]}.",
+         f"The user asks for the capital of {country}. I know it is {CAPITALS[country]}."),
+        ("Hello!", rng.choice(["Hello! How can I help you today?", "Hi! What can I do for you?"]),
+         "A greeting. I should greet back and offer help."),
+        ("Who are you?", "I am a tiny Qwen3.5 model trained for the Qwen Workbench tutorials.",
+         "The user asks who I am."),
+        (f"Is {a} larger than {b}?", f"{'Yes' if a > b else 'No'}, {a} is {'larger' if a > b else 'not larger'} than {b}.",
+         f"Compare {a} and {b}: {a} {'>' if a > b else '<=' } {b}."),
+        ("Write a Python function that adds two numbers.", "def add(a, b):\n    return a + b",
+         "A simple function with two parameters that returns their sum."),
+        ("What does len() do in Python?", "len() returns the number of items in a container, like a list or a string.",
+         "The user asks about a builtin."),
+    ]
+    q, answer, thought = rng.choice(pairs)
+    thinking = rng.random() < 0.4
+    msgs = [{"role": "user", "content": q},
+            {"role": "assistant", "content": answer, **({"reasoning_content": thought} if thinking else {})}]
+    return _render(msgs, tools=tool_schemas() if rng.random() < 0.3 else None, thinking=thinking)
+
+
+def stdlib_files() -> tuple[list[str], list[str]]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    train, held = [], []
+    for p in sorted(stdlib.glob("*.py")):
+        text = p.read_text(errors="ignore")
+        if len(text) < 500:
+            continue
+        (held if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 20 == 0 else train).append(text)
+    return train, held
+
+
+def conversations(n: int, seed: int, tool_share: float = 0.6) -> list[str]:
+    rng = random.Random(seed)
+    return [tool_dialogue(rng) if rng.random() < tool_share else qa_dialogue(rng) for _ in range(n)]
+
+
+def held_out_tool_requests(n: int, seed: int) -> list[tuple[str, str, dict, str]]:
+    rng = random.Random(seed + 1)
+    return [tool_request(rng) for _ in range(n)]

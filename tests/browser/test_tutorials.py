@@ -1,0 +1,110 @@
+"""Every tutorial opened in a fresh JupyterLab in Chromium, run with Run All, and every widget used
+as a user would; assertions are on what the browser renders. Screenshots land in
+tests/browser/screenshots/."""
+import re
+import time
+
+import pytest
+from lab_driver import open_notebook, plotly_figures, run_all, screenshot, widget_output
+
+pytestmark = pytest.mark.browser
+
+
+def wait_for(fn, timeout=60, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_quickstart_chat_panel(page, lab):
+    name = "00_quickstart.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    panel = widget_output(page, "preset")
+    box = panel.locator("textarea").first
+    box.fill("Hello, who are you?")
+    panel.locator("button", has_text="Send").click()
+    answer = panel.locator(".wb-answer, .wb-thinking")
+    wait_for(lambda: answer.count() and answer.first.inner_text().strip(), what="streamed text")
+    wait_for(lambda: "tok/s" in panel.inner_text(), what="the tokens/s readout")
+    wait_for(lambda: "done:" in panel.inner_text(), what="the reply to finish")
+    # Stop while a long reply streams
+    panel.locator("textarea").first.fill("Tell me a very long story about a cat.")
+    panel.locator("button", has_text="Send").click()
+    wait_for(lambda: "generating" in panel.inner_text(), what="the second reply to start")
+    panel.locator("button", has_text="Stop").click()
+    wait_for(lambda: "done:" in panel.inner_text(), what="the stopped reply")
+    assert "done: interrupted" in panel.inner_text()
+    assert "Tell me a very long story" in panel.inner_text()
+    screenshot(page, name, panel)
+
+
+def test_routing_explorer_click_a_token(page, lab):
+    name = "01_expert_routing.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    figures, drawn = plotly_figures(page)
+    assert figures >= 11 and drawn == figures, (figures, drawn)  # 10 figure cells + the explorer
+    explorer = widget_output(page, "prompt A")
+    details = explorer.locator(".widget-html", has_text="experts (weight)").first
+    before = details.inner_text()
+    assert "token 0" in before
+    drag = explorer.locator(".js-plotly-plot .nsewdrag").first
+    box = drag.bounding_box()
+    drag.click(position={"x": box["width"] * 0.6, "y": box["height"] * 0.5})
+    wait_for(lambda: details.inner_text() != before, what="the clicked token's experts")
+    assert re.search(r"token \d+", details.inner_text()) and "token 0 " not in details.inner_text()
+    screenshot(page, name, explorer)
+
+
+def test_deltanet_explorer_slider_moves_the_state(page, lab):
+    name = "02_deltanet_state.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    figures, drawn = plotly_figures(page)
+    assert figures >= 9 and drawn == figures, (figures, drawn)  # 8 figure cells + the explorer
+    explorer = widget_output(page, "head")
+    plot = explorer.locator(".js-plotly-plot").first
+    z = lambda: plot.evaluate("el => JSON.stringify(el.data[0].z)")  # noqa: E731
+    before = z()
+    token = explorer.locator(".widget-slider").filter(has=page.locator(".widget-label", has_text=re.compile(r"^token$")))
+    track = token.locator(".noUi-target").first
+    box = track.bounding_box()
+    track.click(position={"x": box["width"] * 0.5, "y": box["height"] / 2})  # drag the token slider halfway
+    wait_for(lambda: z() != before, what="the state after another token")
+    after = z()
+    explorer.locator(".widget-play button").first.click()  # play: the slider animates the state
+    wait_for(lambda: z() != after, timeout=30, what="the animation to move the state")
+    screenshot(page, name, explorer)
+
+
+def test_speed_dashboard_runs_a_sweep(page, lab):
+    name = "03_tokens_per_second.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    meter = widget_output(page, "Generate")
+    meter.locator("button", has_text="Generate").click()
+    wait_for(lambda: "decode" in meter.inner_text(), timeout=120, what="the meter's final reading")
+    dash = widget_output(page, "Run sweep")
+    dash.locator("button", has_text="Run sweep").click()
+    wait_for(lambda: dash.locator(".js-plotly-plot g.barlayer path").count() > 0, timeout=300,
+             what="the sweep's bars")
+    assert "pp64" in dash.inner_text()
+    screenshot(page, name, dash)
+
+
+def test_planner_panel_follows_its_controls(page, lab):
+    name = "04_memory_and_hardware.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    panel = widget_output(page, "weights")
+    verdict = lambda: panel.locator(".widget-html", has_text="GB").last.inner_text()  # noqa: E731
+    assert "RTX 4090" in verdict()
+    panel.locator("select").nth(2).select_option("H200")
+    wait_for(lambda: "H200" in verdict(), what="the verdict for the H200")
+    assert panel.locator(".js-plotly-plot g.barlayer path").count() >= 3
+    screenshot(page, name, panel)
