@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,14 +39,27 @@ ARCH = dict(hidden_size=128, num_hidden_layers=8, full_attention_interval=4,
             router_aux_loss_coef=0.01, output_router_logits=True)
 
 
-def token_stream(tokenizer, texts: list[str], eot: int, rng: random.Random) -> np.ndarray:
+ASSISTANT = re.compile(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", re.S)
+
+
+def token_stream(tokenizer, texts: list[str], eot: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, learn) of the shuffled, concatenated documents. learn is False on the prompt side of a
+    conversation (system, user, tool turns): the loss then goes to what the assistant writes, not
+    to the long tool instructions every dialogue repeats. Code is learned whole."""
     texts = list(texts)
     rng.shuffle(texts)
-    ids = []
-    for enc in tokenizer.encode_batch(texts):
+    ids, learn = [], []
+    for text, enc in zip(texts, tokenizer.encode_batch(texts)):
+        if "<|im_start|>" in text:
+            spans = [m.span(1) for m in ASSISTANT.finditer(text)]
+            keep = [any(a <= start < b for a, b in spans) for start, _ in enc.offsets]
+        else:
+            keep = [True] * len(enc.ids)
         ids.extend(enc.ids)
+        learn.extend(keep)
         ids.append(eot)
-    return np.asarray(ids, dtype=np.int64)
+        learn.append(True)
+    return np.asarray(ids, dtype=np.int64), np.asarray(learn, dtype=bool)
 
 
 def main() -> None:
@@ -53,6 +67,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=45)
     ap.add_argument("--out", default=str(ROOT / "workbench" / "checkpoints" / "tiny"))
     ap.add_argument("--max-steps", type=int, default=100_000)
+    ap.add_argument("--init", default=None, help="continue from this checkpoint (same tokenizer and shapes)")
     args = ap.parse_args()
     from tokenizers import Tokenizer
     from transformers import Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
@@ -64,16 +79,18 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for f in out.iterdir():
-        f.unlink()
+        if args.init is None or Path(args.init).resolve() != out.resolve():
+            f.unlink()
 
     code_train, _ = data.stdlib_files()
     chats = data.conversations(N_CONVERSATIONS, SEED)
     n_ids = build_tokenizer(out, code_train + chats[:3000], bpe_vocab=BPE_VOCAB)
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tokens = {t["content"]: t["id"] for t in json.loads((out / "tokenizer.json").read_text())["added_tokens"]}
-    stream = token_stream(tok, code_train + chats, tokens["<|endoftext|>"], random.Random(SEED))
+    stream, learn = token_stream(tok, code_train + chats, tokens["<|endoftext|>"], random.Random(SEED))
     n_seq = len(stream) // SEQ
     seqs = torch.as_tensor(stream[: n_seq * SEQ].reshape(n_seq, SEQ))
+    targets = torch.where(torch.as_tensor(learn[: n_seq * SEQ].reshape(n_seq, SEQ)), seqs, -100)
     print(f"{len(stream):,} training tokens, {n_seq} sequences of {SEQ}", flush=True)
 
     vocab = -(-n_ids // 64) * 64
@@ -83,7 +100,11 @@ def main() -> None:
                               image_token_id=tokens["<|image_pad|>"], video_token_id=tokens["<|video_pad|>"],
                               vision_start_token_id=tokens["<|vision_start|>"],
                               vision_end_token_id=tokens["<|vision_end|>"])
-    model = Qwen3_5MoeForConditionalGeneration(config).float()
+    if args.init:
+        model = Qwen3_5MoeForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        model.config.text_config.output_router_logits = True
+    else:
+        model = Qwen3_5MoeForConditionalGeneration(config).float()
     model.train()
     lm = model.model.language_model
     params = [p for n, p in model.named_parameters() if not n.startswith("model.visual")]
@@ -111,8 +132,7 @@ def main() -> None:
         cursor += BATCH
         if cursor >= n_seq:
             cursor = 0
-        batch = seqs[idx]
-        out_ = model(input_ids=batch, labels=batch, use_cache=False)  # transformers shifts the labels
+        out_ = model(input_ids=seqs[idx], labels=targets[idx], use_cache=False)  # transformers shifts the labels
         loss = out_.loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,7 +150,8 @@ def main() -> None:
         "seed": SEED, "steps": step, "batch": BATCH, "seq": SEQ, "tokens_seen": step * BATCH * SEQ,
         "train_tokens": int(len(stream)), "minutes": round((time.time() - start) / 60, 1),
         "threads": torch.get_num_threads(), "arch": ARCH, "bpe_vocab": BPE_VOCAB,
-        "conversations": N_CONVERSATIONS, "curve": curve}, indent=1) + "\n")
+        "conversations": N_CONVERSATIONS, "init": args.init, "loss": "assistant turns and code",
+        "curve": curve}, indent=1) + "\n")
     print("saved", out, flush=True)
 
 
