@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import BackendNotInstalled, WorkbenchError
 from .generation import Generation, SamplingParams, Stats
@@ -17,6 +18,9 @@ __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams"
            "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace",
            "spec", "plan", "bench"]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .model import Model
 
 
 def load(model: str | Path = "tiny", backend: str = "auto", device: str | None = None,

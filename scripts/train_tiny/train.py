@@ -106,7 +106,6 @@ def main() -> None:
     else:
         model = Qwen3_5MoeForConditionalGeneration(config).float()
     model.train()
-    lm = model.model.language_model
     params = [p for n, p in model.named_parameters() if not n.startswith("model.visual")]
     print(f"{sum(p.numel() for p in params) / 1e6:.2f}M trained parameters", flush=True)
     decay = [p for p in params if p.ndim >= 2]
