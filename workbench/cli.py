@@ -13,10 +13,11 @@ from .errors import WorkbenchError
 
 
 def _int_list(text: str) -> list[int]:
+    from .throughput import parse_int_list
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+        return parse_int_list(text, "value")
+    except WorkbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _flatten(values, default):

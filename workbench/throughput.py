@@ -21,15 +21,15 @@ import pandas as pd
 
 from .errors import WorkbenchError
 from .generation import SamplingParams
+from .analysis.memory import DTYPE_BYTES
 from .planner.devices import GB, Device, match as match_device
+from .planner.formats import FLOAT32
 from .planner.tensors import text_tensors
 
 if TYPE_CHECKING:
     from .model import Model
 
 SEED = 1234
-BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-FLOAT32_TENSORS = ("A_log", "linear_attn.norm")
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ class BenchTest:
 def weight_bytes_per_token(model: "Model") -> float:
     """Bytes of weights one decoded token reads at the loaded dtype (active experts, one
     embedding row, the whole lm_head)."""
-    size = BYTES.get(model.dtype, 4)
-    return sum(t.numel * t.read_share * (4 if t.name in FLOAT32_TENSORS else size)
+    size = DTYPE_BYTES.get(model.dtype, 4)
+    return sum(t.numel * t.read_share * (4 if t.name in FLOAT32 else size)
                for t in text_tensors(model.spec))
 
 
@@ -66,6 +66,14 @@ def plan_tests(prompt_tokens: int | Sequence[int], new_tokens: int | Sequence[in
     if not tests:
         raise WorkbenchError("nothing to measure: give prompt_tokens and/or new_tokens above 0.")
     return tests
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """"128,512" -> [128, 512] (what the CLI and the dashboard accept for a sweep)."""
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise WorkbenchError(f"{name}: {text!r} is not a comma-separated list of whole numbers.") from None
 
 
 def _ints(value, name: str) -> list[int]:

@@ -22,7 +22,7 @@ def expert_load(trace: RoutingTrace | Sequence[RoutingTrace], layer: int | None 
                                    colorscale="Viridis", colorbar={"title": "load"},
                                    hovertemplate="layer %{y}, expert %{x}: load %{z:.3f}<extra></extra>"))
         return layout(fig, f"Expert load per layer (uniform = {load.uniform:.3f})", "expert", "MoE layer")
-    row = int(np.flatnonzero(load.layers == layer)[0]) if layer in load.layers else _bad_layer(layer, load.layers)
+    row = RoutingTrace._find(load.layers, layer, "is not a MoE layer of this trace; its MoE layers are")
     fig = go.Figure(go.Bar(x=np.arange(e), y=load.load[row], name="load",
                            hovertemplate="expert %{x}: %{y:.3f}<extra></extra>"))
     fig.add_hline(y=load.uniform, line_dash="dash", annotation_text=f"uniform k/E = {load.uniform:.3f}")
@@ -160,7 +160,7 @@ def compare(cmp: ra.LoadComparison, layer: int | None = None) -> go.Figure:
                                    colorbar={"title": f"{a} - {b}"},
                                    hovertemplate="%{y}, expert %{x}: %{z:+.3f}<extra></extra>"))
         return layout(fig, f"Which experts {a} prefers (red) and {b} prefers (blue)", "expert", "MoE layer")
-    row = int(np.flatnonzero(cmp.layers == layer)[0]) if layer in cmp.layers else _bad_layer(layer, cmp.layers)
+    row = RoutingTrace._find(cmp.layers, layer, "is not a MoE layer of these traces; their MoE layers are")
     x = np.arange(cmp.load_a.shape[1])
     fig = go.Figure([go.Bar(x=x, y=cmp.load_a[row], name=a), go.Bar(x=x, y=cmp.load_b[row], name=b)])
     return layout(fig, f"Layer {layer}: expert load, {a} vs {b} (JSD {cmp.jsd[row]:.3f} bits)", "expert", "load")
@@ -177,7 +177,3 @@ def intervention(effect: ra.InterventionEffect) -> go.Figure:
     return layout(fig, f"Intervention: KL of the next-token distribution (mean {effect.mean_kl:.3f} nats; "
                        "red = top token changed)", "token", "KL (nats)")
 
-
-def _bad_layer(layer, layers):
-    from ..errors import WorkbenchError
-    raise WorkbenchError(f"layer {layer} is not a MoE layer of this trace; they are {list(map(int, layers))}.")

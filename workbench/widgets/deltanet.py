@@ -7,8 +7,6 @@ else the selected head), so the explorer works on real models; changing layer re
 """
 from __future__ import annotations
 
-from importlib.resources import files
-
 import ipywidgets as w
 import plotly.graph_objects as go
 
@@ -16,7 +14,7 @@ from ..analysis.memory import cache_growth
 from ..errors import WorkbenchError
 from ..figures import deltanet as fd
 from ..generation import Generation
-from ..model_spec import ModelSpec
+from ..planner.registry import spec
 from ..trace import DeltaNetCapture, DeltaNetTrace, Trace
 from .common import FigureArea, Status, guarded
 
@@ -95,8 +93,7 @@ class DeltaNetSession:
         ctx = self.model.context_length
         curves = [cache_growth(self.model.spec, ctx, f"loaded ({self.model.path.name})")]
         for name in REAL_MODELS:
-            spec = ModelSpec.from_file(files("workbench") / "configs" / f"{name}.json")
-            curves.append(cache_growth(spec, 262_144, name))
+            curves.append(cache_growth(spec(name), 262_144, name))
         return curves
 
 

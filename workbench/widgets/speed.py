@@ -7,9 +7,8 @@ import time
 
 import ipywidgets as w
 
-from ..errors import WorkbenchError
 from ..figures import bench as fb
-from ..throughput import bench, markdown
+from ..throughput import bench, markdown, parse_int_list
 from .common import FigureArea, Status, guarded
 
 
@@ -83,14 +82,6 @@ class StreamingMeter(w.VBox):
         return gen
 
 
-def _int_list(text: str, name: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise WorkbenchError(f"{name}: {text!r} is not a comma-separated list of whole numbers.") from None
-    return values
-
-
 class SpeedDashboard(w.VBox):
     """Run a sweep (prompt sizes, generation lengths, depths, repeats) with a progress bar; see
     the table and the plots."""
@@ -121,9 +112,9 @@ class SpeedDashboard(w.VBox):
             self.progress.value = done
             self.status.info(f"{done}/{total}: {name}")
 
-        self.results = bench(self.model, prompt_tokens=_int_list(self.prompt_tokens.value, "pp"),
-                             new_tokens=_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
-                             depth=_int_list(self.depths.value, "depths"), progress=progress)
+        self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
+                             new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
+                             depth=parse_int_list(self.depths.value, "depths"), progress=progress)
         self.redraw()
         return self.results
 
