@@ -76,6 +76,7 @@ class Stats:
     decode_tokens_per_s: float   # tokens after the first / their time; nan with < 2 tokens
     total_s: float
     peak_memory_bytes: int | None  # device peak during this generation; None where unknown
+    decode_path: str = ""          # what ran the decode steps (e.g. the reference path while tracing)
 
     def __str__(self) -> str:
         mem = "n/a" if self.peak_memory_bytes is None else f"{self.peak_memory_bytes / 2**20:,.1f} MiB"
@@ -149,7 +150,9 @@ class DecodeLoop:
         backend = self.backend
         decoder = StreamDecoder(self.tokenizer)
         backend.reset_peak_memory()
-        cache = backend.new_cache()
+        # A probe reads the model as the reference path runs it, so tracing takes that path.
+        cache = backend.new_cache(capacity=len(self.prompt_ids) + self.max_new_tokens, fast=self.probe is None)
+        self._decode_path = backend.decode_path(cache)
         sampler = backend.make_sampler(self.sampling)
         start = time.perf_counter()
         token = sampler(backend.forward(self.prompt_ids, cache))
@@ -214,4 +217,4 @@ class DecodeLoop:
             prompt_tokens=n_prompt, new_tokens=n_new, time_to_first_token_s=ttft,
             prefill_tokens_per_s=n_prompt / ttft if ttft > 0 else float("nan"),
             decode_tokens_per_s=(n_new - 1) / decode_s if n_new > 1 and decode_s > 0 else float("nan"),
-            total_s=last_at - start, peak_memory_bytes=self.backend.peak_memory())
+            total_s=last_at - start, peak_memory_bytes=self.backend.peak_memory(), decode_path=self._decode_path)

@@ -77,6 +77,21 @@ class Model:
         return dict(self._engine.kernels)
 
     @property
+    def fast_decode(self) -> bool:
+        """Whether decode steps take the backend's fast path (torch: a static cache, replayed as
+        a CUDA graph on CUDA). On by default where there is one; set False to run the reference
+        path. Tracing and interventions always run the reference path (`Stats.decode_path` says
+        which ran)."""
+        return self._engine.fast_decode
+
+    @fast_decode.setter
+    def fast_decode(self, on: bool) -> None:
+        if on and not self._engine.fast_decode_available:
+            raise WorkbenchError(f"the {self.backend} backend has no fast decode path for "
+                                 f"{self.spec.architecture}; it decodes with {self.kernels['decode']!r}.")
+        self._engine.fast_decode = bool(on)
+
+    @property
     def context_length(self) -> int:
         return self.spec.max_position_embeddings
 

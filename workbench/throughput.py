@@ -139,7 +139,7 @@ class _Timing:
 
 def _run(engine, ids: np.ndarray, test: BenchTest) -> _Timing:
     """One run of `test` on a fresh cache; clocks read after a device synchronisation."""
-    cache = engine.new_cache()
+    cache = engine.new_cache(capacity=test.depth + test.prompt + test.new + 1)
     sampler = engine.make_sampler(SamplingParams())  # greedy, on the device
     cursor = 0
     if test.depth:

@@ -3,8 +3,9 @@
 Qwen3.5 chat format rendered through the bundled chat template: questions and answers (some with
 thinking), and tool-use dialogues for calculator / get_weather / convert_units.
 
-Held-out: stdlib files whose name hashes into the last 5%, and conversations drawn from a
-separate random stream (seed + 1) - never seen in training.
+Held-out: stdlib files whose name hashes into the last 5%, and tool requests whose text hashes
+into the last 5% (the training skips them); other held-out conversations come from a separate
+random stream (seed + 1).
 """
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ WEATHER = {  # the fixed table get_weather answers from
     "Oslo": ("cold", 2), "Delhi": ("hazy", 31), "Seoul": ("clear", 15), "Lagos": ("humid", 29),
     "Dublin": ("drizzly", 12), "Vienna": ("breezy", 20), "Lisbon": ("bright", 23), "Prague": ("grey", 10),
 }
+# Many more cities, so the model learns to copy a name from the request rather than to recall a
+# few memorised ones; their rows are fixed by a hash of the name.
+MORE_CITIES = """Amsterdam Athens Bangkok Barcelona Beijing Beirut Bogota Boston Brussels Budapest Chicago
+Copenhagen Dakar Denver Dubai Edinburgh Florence Geneva Hamburg Hanoi Havana Helsinki Istanbul Jakarta
+Johannesburg Kabul Karachi Kyiv Lyon Manila Marseille Melbourne Miami Milan Montreal Mumbai Munich Nairobi
+Naples Osaka Ottawa Perth Porto Quito Riga Santiago Seattle Shanghai Singapore Stockholm Tallinn Tehran
+Tunis Valencia Venice Warsaw Zagreb Zurich Accra Algiers Antwerp Austin Baghdad Bern Bristol Calgary
+Dallas Doha Glasgow Houston Kampala Kinshasa Kraków Leeds Lyon Manchester Minsk Nantes Nice Phoenix
+Reykjavik Rotterdam Sofia Taipei Turin Vancouver Vilnius Wellington Yokohama""".split()
+_SKIES = ["sunny", "rainy", "cloudy", "windy", "foggy", "snowy", "clear", "humid", "misty", "stormy", "hazy", "mild"]
+for _c in MORE_CITIES:
+    _h = int(hashlib.sha1(_c.encode()).hexdigest(), 16)
+    WEATHER.setdefault(_c, (_SKIES[_h % len(_SKIES)], (_h >> 8) % 41 - 5))
 UNITS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592,
          ("m", "ft"): 3.28084, ("ft", "m"): 0.3048, ("l", "gal"): 0.264172, ("gal", "l"): 3.785412,
          ("c", "f"): None, ("f", "c"): None}
@@ -105,27 +119,54 @@ def _call(name: str, **args) -> dict:
     return {"type": "function", "function": {"name": name, "arguments": args}}
 
 
+PREFIXES = ["", "", "", "Hi! ", "Hello, ", "Quick question: ", "Please ", "Hey, ", "Could you help? "]
+SUFFIXES = ["", "", "", " Thanks!", " Thank you.", " Please.", " Use the tool."]
+
+
+def _expression(rng: random.Random) -> str:
+    a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(2, 9)
+    if rng.random() < 0.3:
+        a = round(rng.uniform(1, 100), rng.choice([1, 2]))
+    op1, op2 = rng.choice("+-*/"), rng.choice("+-*")
+    expr = rng.choice([f"{a} {op1} {b}", f"{a} {op1} {b} {op2} {c}", f"({a} {op2} {b}) {op1} {c}", f"{a} {op1} {b}"])
+    return expr.replace(" ", "") if rng.random() < 0.25 else expr
+
+
 def tool_request(rng: random.Random) -> tuple[str, str, dict, str]:
     """(user text, tool name, arguments, tool result) of one tool-use request."""
     kind = rng.choice(["calculator", "get_weather", "convert_units"])
     if kind == "calculator":
-        a, b, c = rng.randint(2, 99), rng.randint(2, 99), rng.randint(2, 9)
-        expr = rng.choice([f"{a} * {b}", f"{a} + {b}", f"{a} - {b}", f"{a} * {c} + {b}", f"({a} + {b}) * {c}"])
+        expr = _expression(rng)
         q = rng.choice(["What is {e}?", "Compute {e}.", "Calculate {e} please.", "Can you work out {e}?",
-                        "how much is {e}", "I need {e}."]).format(e=expr)
-        return q, kind, {"expression": expr}, calculator(expr)
-    if kind == "get_weather":
+                        "how much is {e}", "I need {e}.", "What's {e}?", "Evaluate {e}", "{e} = ?",
+                        "Use the calculator for {e}.", "Work out {e} for me.", "what does {e} come to?"]).format(e=expr)
+        name, args, result = kind, {"expression": expr}, calculator(expr)
+    elif kind == "get_weather":
         city = rng.choice(list(WEATHER))
         q = rng.choice(["What's the weather in {c}?", "How is the weather in {c} today?", "Is it warm in {c}?",
-                        "weather {c}", "Tell me the weather for {c}.", "What is it like outside in {c}?"]).format(c=city)
-        return q, kind, {"city": city}, get_weather(city)
-    (f, t) = rng.choice(list(UNITS))
-    v = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
-    names = {"km": "kilometers", "mi": "miles", "kg": "kilograms", "lb": "pounds", "m": "meters", "ft": "feet",
-             "l": "liters", "gal": "gallons", "c": "degrees Celsius", "f": "degrees Fahrenheit"}
-    q = rng.choice(["Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?",
-                    "{v} {f} to {t}"]).format(v=v, f=names[f], t=names[t])
-    return q, kind, {"value": v, "from_unit": f, "to_unit": t}, convert_units(float(v), f, t)
+                        "weather {c}", "Tell me the weather for {c}.", "What is it like outside in {c}?",
+                        "Is it raining in {c}?", "What's the temperature in {c} right now?",
+                        "I'm flying to {c} tomorrow. What's the weather there?", "Check the weather in {c}.",
+                        "How hot is it in {c}?", "Do I need a coat in {c}?"]).format(c=city)
+        name, args, result = kind, {"city": city}, get_weather(city)
+    else:
+        (f, t) = rng.choice(list(UNITS))
+        v = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
+        names = {"km": ["kilometers", "km"], "mi": ["miles", "mi"], "kg": ["kilograms", "kg"],
+                 "lb": ["pounds", "lbs"], "m": ["meters", "m"], "ft": ["feet", "ft"], "l": ["liters", "litres"],
+                 "gal": ["gallons", "gal"], "c": ["degrees Celsius", "°C", "Celsius"],
+                 "f": ["degrees Fahrenheit", "°F", "Fahrenheit"]}
+        q = rng.choice(["Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?",
+                        "{v} {f} to {t}", "{v} {f} in {t}?", "Please convert {v} {f} into {t}.",
+                        "How much is {v} {f} in {t}?"]).format(v=v, f=rng.choice(names[f]), t=rng.choice(names[t]))
+        name, args, result = kind, {"value": v, "from_unit": f, "to_unit": t}, convert_units(float(v), f, t)
+    q = rng.choice(PREFIXES) + q + rng.choice(SUFFIXES)
+    return q, name, args, result
+
+
+def held_out(request_text: str) -> bool:
+    """A request is held out (never trained on) when its text hashes into the last 5%."""
+    return int(hashlib.sha1(request_text.encode()).hexdigest(), 16) % 20 == 0
 
 
 def final_answer(rng: random.Random, name: str, args: dict, result: str) -> str:
@@ -140,11 +181,18 @@ def final_answer(rng: random.Random, name: str, args: dict, result: str) -> str:
 
 
 def tool_dialogue(rng: random.Random) -> str:
-    q, name, args, result = tool_request(rng)
-    msgs = [{"role": "user", "content": q},
-            {"role": "assistant", "content": "", "tool_calls": [_call(name, **args)]},
-            {"role": "tool", "content": result},
-            {"role": "assistant", "content": final_answer(rng, name, args, result)}]
+    """One conversation of 1-4 tool-use exchanges under one tools system prompt (the prompt is
+    ~400 tokens the model does not learn from; sharing it puts more of each row into calls)."""
+    msgs = []
+    for _ in range(rng.choice([1, 1, 2, 3, 4])):
+        while True:
+            q, name, args, result = tool_request(rng)
+            if not held_out(q):
+                break
+        msgs += [{"role": "user", "content": q},
+                 {"role": "assistant", "content": "", "tool_calls": [_call(name, **args)]},
+                 {"role": "tool", "content": result},
+                 {"role": "assistant", "content": final_answer(rng, name, args, result)}]
     return _render(msgs, tools=tool_schemas())
 
 
@@ -172,11 +220,13 @@ def qa_dialogue(rng: random.Random) -> str:
     return _render(msgs, tools=tool_schemas() if rng.random() < 0.3 else None, thinking=thinking)
 
 
-def stdlib_files() -> tuple[list[str], list[str]]:
+def stdlib_files(max_chars: int = 16000) -> tuple[list[str], list[str]]:
+    """(train, held-out) sources of the top-level stdlib modules, each cut to its first
+    `max_chars` characters (enough code to specialise experts without crowding out the chats)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     train, held = [], []
     for p in sorted(stdlib.glob("*.py")):
-        text = p.read_text(errors="ignore")
+        text = p.read_text(errors="ignore")[:max_chars]
         if len(text) < 500:
             continue
         (held if int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 20 == 0 else train).append(text)
@@ -189,5 +239,11 @@ def conversations(n: int, seed: int, tool_share: float = 0.6) -> list[str]:
 
 
 def held_out_tool_requests(n: int, seed: int) -> list[tuple[str, str, dict, str]]:
+    """n tool requests whose texts the training never saw (see held_out)."""
     rng = random.Random(seed + 1)
-    return [tool_request(rng) for _ in range(n)]
+    out = []
+    while len(out) < n:
+        req = tool_request(rng)
+        if held_out(req[0]):
+            out.append(req)
+    return out

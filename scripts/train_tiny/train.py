@@ -13,6 +13,7 @@ import json
 import math
 import random
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,10 +28,10 @@ import data  # noqa: E402
 from make_bundled_checkpoints import VISION, build_tokenizer, save_release, text_config  # noqa: E402
 
 SEED = 2026
-SEQ = 512
-BATCH = 8
+SEQ = 1024
+BATCH = 4
 BPE_VOCAB = 8000
-N_CONVERSATIONS = 12_000
+N_CONVERSATIONS = 10_000
 ARCH = dict(hidden_size=128, num_hidden_layers=8, full_attention_interval=4,
             layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=32,
@@ -42,29 +43,76 @@ ARCH = dict(hidden_size=128, num_hidden_layers=8, full_attention_interval=4,
 ASSISTANT = re.compile(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", re.S)
 
 
-def token_stream(tokenizer, texts: list[str], eot: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, learn) of the shuffled, concatenated documents. learn is False on the prompt side of a
+def encode_documents(tokenizer, texts: list[str], eot: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, learn) per document, each ending in `eot`. learn is False on the prompt side of a
     conversation (system, user, tool turns): the loss then goes to what the assistant writes, not
     to the long tool instructions every dialogue repeats. Code is learned whole."""
-    texts = list(texts)
-    rng.shuffle(texts)
-    ids, learn = [], []
+    docs = []
     for text, enc in zip(texts, tokenizer.encode_batch(texts)):
         if "<|im_start|>" in text:
             spans = [m.span(1) for m in ASSISTANT.finditer(text)]
             keep = [any(a <= start < b for a, b in spans) for start, _ in enc.offsets]
         else:
             keep = [True] * len(enc.ids)
-        ids.extend(enc.ids)
-        learn.extend(keep)
-        ids.append(eot)
-        learn.append(True)
-    return np.asarray(ids, dtype=np.int64), np.asarray(learn, dtype=bool)
+        docs.append((np.asarray(enc.ids + [eot], dtype=np.int64), np.asarray(keep + [True], dtype=bool)))
+    return docs
+
+
+def pack_rows(conversations: list[tuple[np.ndarray, np.ndarray]], code: list[tuple[np.ndarray, np.ndarray]],
+              seq: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows (ids, learn) `[row, seq]`. Every conversation lies whole inside one row, so a
+    tool call is always learned with the request it answers in view (a dialogue cut across two rows
+    teaches the model to guess arguments); code, where any window is a fine example, fills the rest
+    of each row (then padding no loss reads) and what is left makes rows of its own."""
+    conversations, code = conversations[:], code[:]
+    rng.shuffle(conversations)
+    rng.shuffle(code)
+    code_ids = np.concatenate([c[0] for c in code])
+    code_learn = np.concatenate([c[1] for c in code])
+    rows_ids, rows_learn, cursor = [], [], 0
+    row_ids, row_learn, used = [], [], 0
+
+    def close_row():
+        nonlocal cursor, row_ids, row_learn, used
+        gap = seq - used
+        piece = code_ids[cursor:cursor + gap]
+        row_ids += [piece, np.full(gap - len(piece), code_ids[-1])]  # once the code runs out: padding
+        row_learn += [code_learn[cursor:cursor + gap], np.zeros(gap - len(piece), dtype=bool)]
+        cursor += len(piece)
+        rows_ids.append(np.concatenate(row_ids))
+        rows_learn.append(np.concatenate(row_learn))
+        row_ids, row_learn, used = [], [], 0
+
+    for ids, learn in conversations:
+        if len(ids) > seq:
+            continue
+        if used + len(ids) > seq:
+            close_row()
+        row_ids.append(ids)
+        row_learn.append(learn)
+        used += len(ids)
+    close_row()
+    while cursor + seq <= len(code_ids):
+        rows_ids.append(code_ids[cursor:cursor + seq])
+        rows_learn.append(code_learn[cursor:cursor + seq])
+        cursor += seq
+    return np.stack(rows_ids), np.stack(rows_learn)
+
+
+def save(out: Path, model, text: dict, tokens: dict, info: dict) -> None:
+    """The checkpoint in the release layout and `training.json` (settings and loss curve)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    save_release(out, model, text, tokens, torch.Generator().manual_seed(SEED))
+    model.train()
+    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=45)
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--snapshot-minutes", type=float, default=0,
+                    help="also save the model so far every this many minutes, to OUT-snapshot")
     ap.add_argument("--out", default=str(ROOT / "workbench" / "checkpoints" / "tiny"))
     ap.add_argument("--max-steps", type=int, default=100_000)
     ap.add_argument("--init", default=None, help="continue from this checkpoint (same tokenizer and shapes)")
@@ -87,11 +135,13 @@ def main() -> None:
     n_ids = build_tokenizer(out, code_train + chats[:3000], bpe_vocab=BPE_VOCAB)
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tokens = {t["content"]: t["id"] for t in json.loads((out / "tokenizer.json").read_text())["added_tokens"]}
-    stream, learn = token_stream(tok, code_train + chats, tokens["<|endoftext|>"], random.Random(SEED))
-    n_seq = len(stream) // SEQ
-    seqs = torch.as_tensor(stream[: n_seq * SEQ].reshape(n_seq, SEQ))
-    targets = torch.where(torch.as_tensor(learn[: n_seq * SEQ].reshape(n_seq, SEQ)), seqs, -100)
-    print(f"{len(stream):,} training tokens, {n_seq} sequences of {SEQ}", flush=True)
+    eot = tokens["<|endoftext|>"]
+    rows, learn = pack_rows(encode_documents(tok, chats, eot), encode_documents(tok, code_train, eot), SEQ,
+                            random.Random(SEED))
+    n_seq = len(rows)
+    seqs = torch.as_tensor(rows)
+    targets = torch.where(torch.as_tensor(learn), seqs, -100)
+    print(f"{rows.size:,} training tokens, {n_seq} rows of {SEQ}", flush=True)
 
     vocab = -(-n_ids // 64) * 64
     text = text_config(vocab, True, tokens, **{k: v for k, v in ARCH.items() if k != "output_router_logits"})
@@ -117,6 +167,14 @@ def main() -> None:
     order = torch.randperm(n_seq, generator=torch.Generator().manual_seed(SEED))
     curve, step, cursor = [], 0, 0
     est_steps = None
+    next_snapshot = args.snapshot_minutes * 60 or float("inf")
+
+    def info() -> dict:
+        return {"seed": SEED, "steps": step, "batch": BATCH, "seq": SEQ, "tokens_seen": step * BATCH * SEQ,
+                "train_tokens": int(rows.size), "minutes": round((time.time() - start) / 60, 1),
+                "threads": torch.get_num_threads(), "arch": ARCH, "bpe_vocab": BPE_VOCAB,
+                "conversations": N_CONVERSATIONS, "init": args.init,
+                "loss": "assistant turns and code; every conversation whole in one row", "curve": curve}
     while step < args.max_steps:
         elapsed = time.time() - start
         if elapsed > budget:
@@ -143,14 +201,14 @@ def main() -> None:
                           "tokens": (step + 1) * BATCH * SEQ, "minutes": round((time.time() - start) / 60, 2)})
             print(curve[-1], flush=True)
         step += 1
-    model.eval()
-    save_release(out, model, text, tokens, torch.Generator().manual_seed(SEED))
-    (out / "training.json").write_text(json.dumps({
-        "seed": SEED, "steps": step, "batch": BATCH, "seq": SEQ, "tokens_seen": step * BATCH * SEQ,
-        "train_tokens": int(len(stream)), "minutes": round((time.time() - start) / 60, 1),
-        "threads": torch.get_num_threads(), "arch": ARCH, "bpe_vocab": BPE_VOCAB,
-        "conversations": N_CONVERSATIONS, "init": args.init, "loss": "assistant turns and code",
-        "curve": curve}, indent=1) + "\n")
+        if time.time() - start > next_snapshot:
+            snapshot = out.with_name(out.name + "-snapshot")
+            save(snapshot, model, text, tokens, info())
+            for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+                shutil.copy(out / f, snapshot / f)
+            next_snapshot += args.snapshot_minutes * 60
+            print("snapshot at step", step, flush=True)
+    save(out, model, text, tokens, info())
     print("saved", out, flush=True)
 
 

@@ -59,9 +59,20 @@ class Backend(ABC):
     def logits(self, token_ids: np.ndarray) -> np.ndarray:
         """Full forward without a cache: ids `[T]` -> logits `[T, vocab]` float32."""
 
+    # A faster decode step exists and is on (the torch backend's static cache); users switch it
+    # off with `Model.fast_decode = False`, and a probe always runs the reference path.
+    fast_decode: bool = False
+    fast_decode_available: bool = False
+
     @abstractmethod
-    def new_cache(self) -> Any:
-        """An empty cache: KV for full-attention layers, conv + recurrent state for DeltaNet."""
+    def new_cache(self, capacity: int | None = None, fast: bool = True) -> Any:
+        """An empty cache: KV for full-attention layers, conv + recurrent state for DeltaNet.
+        `capacity`: the most tokens it will hold, when known (a static cache needs it); `fast`:
+        whether the fast decode step may serve it (False while probing)."""
+
+    def decode_path(self, cache: Any) -> str:
+        """In words, what runs a decode step on `cache` (Stats and reports show it)."""
+        return "cached forward"
 
     @abstractmethod
     def forward(self, tokens: Any, cache: Any) -> Any:

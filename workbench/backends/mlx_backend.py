@@ -119,6 +119,7 @@ class MLXBackend(Backend):
             "causal_conv1d": "MLX conv1d",
             "attention": "MLX fast.scaled_dot_product_attention",
             "moe": ("MLX gather_mm (SwitchGLU)" if self.spec.is_moe else "dense MLP (MLX)"),
+            "decode": self.decode_path(None),
         }
 
     # ---- forward ------------------------------------------------------------------------
@@ -126,8 +127,11 @@ class MLXBackend(Backend):
         with mx.stream(self._device):
             return self.to_numpy(self.model(mx.array(np.asarray(token_ids, dtype=np.int32))[None])[0])
 
-    def new_cache(self):
+    def new_cache(self, capacity: int | None = None, fast: bool = True):
         return self.model.make_cache()
+
+    def decode_path(self, cache) -> str:
+        return "mlx-lm cache, one lazy graph per token"
 
     def forward(self, tokens, cache):
         with mx.stream(self._device):

@@ -20,6 +20,7 @@ from ..generation import SamplingParams
 from ..model_spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler
+from .torch_static import STATIC_ARCHITECTURES, StaticLease, StaticPool
 
 try:
     import torch
@@ -100,12 +101,39 @@ class TorchBackend(Backend):
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self.device = str(device)
         self.dtype = str(dtype).removeprefix("torch.")
+        self._static = None
+        if spec.architecture in STATIC_ARCHITECTURES:
+            self._static = StaticPool(model, device, spec.max_position_embeddings, self._cache_arg)
+        self.fast_decode = self.fast_decode_available = self._static is not None
 
     @classmethod
     def load(cls, path: Path, spec: ModelSpec, device: str | None, dtype: str | None) -> "TorchBackend":
         from transformers import AutoModelForCausalLM
-        from transformers.utils import logging as hf_logging
 
+        torch_device, torch_dtype = cls._placement(spec, device, dtype)
+        placement = {} if torch_device.type == "cpu" else {"device_map": str(torch_device)}
+        with _quiet_transformers():  # the dropped vision/MTP weights are expected
+            # Weights go straight to the GPU (accelerate's device_map), not through host memory.
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa",
+                                                         **placement)
+        return cls.from_module(model, spec)
+
+    @classmethod
+    def from_module(cls, model, spec: ModelSpec) -> "TorchBackend":
+        """Wrap a transformers causal LM already in memory (e.g. random weights built at a real
+        model's shapes, as scripts/device_check.py does)."""
+        model.eval()
+        param = next(model.parameters())
+        fused = _guard_fused_kernels(importlib.import_module(_MODELING[spec.architecture]))
+        backend = cls(model, spec, param.device, param.dtype, fused)
+        # Quiet: transformers says "falling back to the reference implementation" once, on the
+        # first call; off CUDA that is the intended path and `.kernels` reports it.
+        with _quiet_transformers():
+            backend.warm_up()
+        return backend
+
+    @staticmethod
+    def _placement(spec: ModelSpec, device: str | None, dtype: str | None) -> tuple["torch.device", "torch.dtype"]:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -118,26 +146,7 @@ class TorchBackend(Backend):
         name = dtype or spec.dtype
         if name not in _DTYPES:
             raise WorkbenchError(f"dtype={name!r} is not supported; use one of {', '.join(_DTYPES)}.")
-        fused = _guard_fused_kernels(importlib.import_module(_MODELING[spec.architecture]))
-        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()  # the dropped vision/MTP weights are expected
-        hf_logging.disable_progress_bar()
-        try:
-            # Weights go straight to the GPU (accelerate's device_map), not through host memory.
-            placement = {} if torch_device.type == "cpu" else {"device_map": str(torch_device)}
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=_DTYPES[name], attn_implementation="sdpa", **placement)
-            model.eval()
-            backend = cls(model, spec, torch_device, _DTYPES[name], fused)
-            # Inside the silenced block: transformers says "falling back to the reference
-            # implementation" once, on the first call; off CUDA that is the intended path and
-            # `.kernels` reports it.
-            backend.warm_up()
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
-        return backend
+        return torch_device, _DTYPES[name]
 
     @property
     def kernels(self) -> dict[str, str]:
@@ -156,6 +165,7 @@ class TorchBackend(Backend):
             "causal_conv1d": part(_FUSABLE["causal_conv1d"], "torch F.conv1d"),
             "attention": f"torch {self.model.config._attn_implementation}",
             "moe": (f"transformers experts ({experts})" if self.spec.is_moe else "dense MLP (torch)"),
+            "decode": self._decode_words(self.fast_decode),
         }
 
     # ---- forward ------------------------------------------------------------------------
@@ -165,11 +175,29 @@ class TorchBackend(Backend):
             out = self.model(input_ids=ids, use_cache=False)
         return self.to_numpy(out.logits[0])
 
-    def new_cache(self):
+    def new_cache(self, capacity: int | None = None, fast: bool = True):
+        if fast and capacity and self.fast_decode:
+            return self._static.lease(capacity)
         from transformers import DynamicCache
         return DynamicCache(config=self.model.config)
 
+    def decode_path(self, cache) -> str:
+        return self._decode_words(isinstance(cache, StaticLease))
+
+    def _decode_words(self, static: bool) -> str:
+        if not static:
+            return "transformers DynamicCache (reference path)"
+        if self._static.graphs:
+            return "static cache, one CUDA graph replay per token"
+        if self._static.capture_error:
+            return f"static cache, eager step (CUDA graph capture failed: {self._static.capture_error})"
+        return "static cache, eager step"
+
     def forward(self, tokens, cache):
+        if isinstance(cache, StaticLease):
+            if isinstance(tokens, np.ndarray):
+                return cache.decoder.prefill(tokens)
+            return cache.decoder.step(tokens)
         if isinstance(tokens, np.ndarray):
             ids = torch.as_tensor(tokens.astype(np.int64, copy=False), device=self._device)[None]
         else:
@@ -232,6 +260,23 @@ class TorchBackend(Backend):
         if self._device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self._device))
         return host_memory.peak_bytes()
+
+
+class _quiet_transformers:
+    """transformers' warnings and progress bars off inside the block."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+        self._log = hf_logging
+        self._verbosity, self._bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        self._log.set_verbosity(self._verbosity)
+        if self._bars:
+            self._log.enable_progress_bar()
+        return False
 
 
 def _draw(logits: "torch.Tensor", p: SamplingParams, generator) -> "torch.Tensor":
