@@ -192,3 +192,19 @@ def test_round_limit_and_bad_arguments(tiny):
         tiny.chat([{"role": "user", "content": "hi"}], max_rounds=-1)
     with pytest.raises(workbench.WorkbenchError, match="messages"):
         tiny.chat("hi")
+
+
+def test_demo_tools():
+    from workbench.demo_tools import TOOLS, calculator, convert_units, get_weather
+    schemas = ToolBox(TOOLS).schemas
+    assert [s["function"]["name"] for s in schemas] == ["calculator", "get_weather", "convert_units"]
+    assert schemas[0]["function"]["parameters"]["properties"]["expression"] == {
+        "type": "string", "description": "e.g. 12 * (3 + 4)"}
+    assert schemas[2]["function"]["parameters"]["required"] == ["value", "from_unit", "to_unit"]
+    assert calculator("12 * (3 + 4)") == "84" and calculator("7 / 2") == "3.5"
+    with pytest.raises(ValueError, match="numbers and"):
+        calculator("__import__('os')")
+    assert json.loads(get_weather("Paris")) == {"city": "Paris", "sky": "sunny", "celsius": 21}
+    assert "unknown city" in get_weather("Atlantis")
+    assert convert_units(100, "c", "f") == "212.00" and convert_units(1, "km", "mi") == "0.62"
+    assert "cannot convert" in convert_units(1, "km", "kg")

@@ -12,93 +12,27 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
 import sysconfig
 from pathlib import Path
 
 import jinja2
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from workbench.demo_tools import FACTORS as UNITS, TOOLS, WEATHER, calculator, convert_units, get_weather  # noqa: E402,F401
+from workbench.tools import as_tool  # noqa: E402
+
 TEMPLATE = ROOT / "workbench" / "templates" / "qwen3_5_chat.jinja"
 
-WEATHER = {  # the fixed table get_weather answers from
-    "Paris": ("sunny", 21), "London": ("rainy", 14), "Tokyo": ("cloudy", 18), "New York": ("windy", 16),
-    "Berlin": ("foggy", 11), "Madrid": ("sunny", 27), "Rome": ("sunny", 25), "Sydney": ("stormy", 19),
-    "Cairo": ("hot", 35), "Moscow": ("snowy", -4), "Toronto": ("cloudy", 9), "Lima": ("misty", 17),
-    "Oslo": ("cold", 2), "Delhi": ("hazy", 31), "Seoul": ("clear", 15), "Lagos": ("humid", 29),
-    "Dublin": ("drizzly", 12), "Vienna": ("breezy", 20), "Lisbon": ("bright", 23), "Prague": ("grey", 10),
-}
-# Many more cities, so the model learns to copy a name from the request rather than to recall a
-# few memorised ones; their rows are fixed by a hash of the name.
-MORE_CITIES = """Amsterdam Athens Bangkok Barcelona Beijing Beirut Bogota Boston Brussels Budapest Chicago
-Copenhagen Dakar Denver Dubai Edinburgh Florence Geneva Hamburg Hanoi Havana Helsinki Istanbul Jakarta
-Johannesburg Kabul Karachi Kyiv Lyon Manila Marseille Melbourne Miami Milan Montreal Mumbai Munich Nairobi
-Naples Osaka Ottawa Perth Porto Quito Riga Santiago Seattle Shanghai Singapore Stockholm Tallinn Tehran
-Tunis Valencia Venice Warsaw Zagreb Zurich Accra Algiers Antwerp Austin Baghdad Bern Bristol Calgary
-Dallas Doha Glasgow Houston Kampala Kinshasa Kraków Leeds Lyon Manchester Minsk Nantes Nice Phoenix
-Reykjavik Rotterdam Sofia Taipei Turin Vancouver Vilnius Wellington Yokohama""".split()
-_SKIES = ["sunny", "rainy", "cloudy", "windy", "foggy", "snowy", "clear", "humid", "misty", "stormy", "hazy", "mild"]
-for _c in MORE_CITIES:
-    _h = int(hashlib.sha1(_c.encode()).hexdigest(), 16)
-    WEATHER.setdefault(_c, (_SKIES[_h % len(_SKIES)], (_h >> 8) % 41 - 5))
-UNITS = {("km", "mi"): 0.621371, ("mi", "km"): 1.609344, ("kg", "lb"): 2.204623, ("lb", "kg"): 0.453592,
-         ("m", "ft"): 3.28084, ("ft", "m"): 0.3048, ("l", "gal"): 0.264172, ("gal", "l"): 3.785412,
-         ("c", "f"): None, ("f", "c"): None}
 CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
             "Egypt": "Cairo", "Peru": "Lima", "Norway": "Oslo", "Austria": "Vienna", "Portugal": "Lisbon",
             "Ireland": "Dublin", "Canada": "Ottawa", "Kenya": "Nairobi", "Chile": "Santiago"}
 
 
 def tool_schemas() -> list[dict]:
-    def fn(name, desc, props, required):
-        return {"type": "function", "function": {"name": name, "description": desc, "parameters": {
-            "type": "object", "properties": props, "required": required}}}
-    return [
-        fn("calculator", "Evaluate an arithmetic expression.",
-           {"expression": {"type": "string", "description": "e.g. 12 * (3 + 4)"}}, ["expression"]),
-        fn("get_weather", "Current weather in a city.",
-           {"city": {"type": "string", "description": "the city's name"}}, ["city"]),
-        fn("convert_units", "Convert a value from one unit to another.",
-           {"value": {"type": "number"}, "from_unit": {"type": "string"}, "to_unit": {"type": "string"}},
-           ["value", "from_unit", "to_unit"]),
-    ]
-
-
-# ---- the tools themselves (the evaluation runs them too) ----------------------------------
-def calculator(expression: str) -> str:
-    import ast
-    import operator as op
-    ops = {ast.Add: op.add, ast.Sub: op.sub, ast.Mult: op.mul, ast.Div: op.truediv, ast.USub: op.neg}
-
-    def ev(node):
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            return ops[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and type(node.op) in ops:
-            return ops[type(node.op)](ev(node.operand))
-        raise ValueError(f"unsupported expression: {expression!r}")
-    value = ev(ast.parse(expression, mode="eval").body)
-    return str(round(value, 4)) if isinstance(value, float) and not value.is_integer() else str(int(value))
-
-
-def get_weather(city: str) -> str:
-    if city not in WEATHER:
-        return json.dumps({"error": f"unknown city {city}"})
-    sky, temp = WEATHER[city]
-    return json.dumps({"city": city, "sky": sky, "celsius": temp})
-
-
-def convert_units(value: float, from_unit: str, to_unit: str) -> str:
-    key = (from_unit, to_unit)
-    if key == ("c", "f"):
-        out = value * 9 / 5 + 32
-    elif key == ("f", "c"):
-        out = (value - 32) * 5 / 9
-    elif key in UNITS:
-        out = value * UNITS[key]
-    else:
-        return json.dumps({"error": f"cannot convert {from_unit} to {to_unit}"})
-    return f"{out:.2f}"
+    """The schemas the tools system prompt shows: the workbench's own, from the functions."""
+    return [as_tool(f).schema for f in TOOLS]
 
 
 # ---- conversations ----------------------------------------------------------------------
@@ -220,7 +154,7 @@ def qa_dialogue(rng: random.Random) -> str:
     return _render(msgs, tools=tool_schemas() if rng.random() < 0.3 else None, thinking=thinking)
 
 
-def stdlib_files(max_chars: int = 16000) -> tuple[list[str], list[str]]:
+def stdlib_files(max_chars: int = 8000) -> tuple[list[str], list[str]]:
     """(train, held-out) sources of the top-level stdlib modules, each cut to its first
     `max_chars` characters (enough code to specialise experts without crowding out the chats)."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])

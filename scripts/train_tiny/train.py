@@ -1,7 +1,7 @@
 """Train the tiny Qwen3.5-MoE that becomes the bundled "tiny" model, on this machine's CPU, from a
 fixed seed, with transformers' own Qwen3.5-MoE model (router auxiliary loss on).
 
-    python scripts/train_tiny/train.py [--minutes 45] [--out workbench/checkpoints/tiny]
+    python scripts/train_tiny/train.py [--minutes 55] [--out workbench/checkpoints/tiny]
 
 Writes the checkpoint in the release layout (as scripts/make_bundled_checkpoints.py does) and
 `training.json` (the loss curve and settings) next to it. Then run evaluate.py for the model card.
@@ -41,26 +41,31 @@ ARCH = dict(hidden_size=128, num_hidden_layers=8, full_attention_interval=4,
 
 
 ASSISTANT = re.compile(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", re.S)
+CALL = re.compile(r"<tool_call>.*?</tool_call>", re.S)
+CALL_WEIGHT = 5.0  # a call's few argument tokens are what tool use hinges on: their loss counts 5x
 
 
 def encode_documents(tokenizer, texts: list[str], eot: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(ids, learn) per document, each ending in `eot`. learn is False on the prompt side of a
-    conversation (system, user, tool turns): the loss then goes to what the assistant writes, not
-    to the long tool instructions every dialogue repeats. Code is learned whole."""
+    """(ids, loss weight) per document, each ending in `eot`. The weight is 0 on the prompt side of
+    a conversation (system, user, tool turns): the loss goes to what the assistant writes, not to
+    the long tool instructions every dialogue repeats; CALL_WEIGHT inside tool calls; 1 elsewhere
+    (code is learned whole)."""
     docs = []
     for text, enc in zip(texts, tokenizer.encode_batch(texts)):
         if "<|im_start|>" in text:
             spans = [m.span(1) for m in ASSISTANT.finditer(text)]
-            keep = [any(a <= start < b for a, b in spans) for start, _ in enc.offsets]
+            calls = [m.span() for m in CALL.finditer(text)]
+            weight = [CALL_WEIGHT if any(a <= start < b for a, b in calls)
+                      else float(any(a <= start < b for a, b in spans)) for start, _ in enc.offsets]
         else:
-            keep = [True] * len(enc.ids)
-        docs.append((np.asarray(enc.ids + [eot], dtype=np.int64), np.asarray(keep + [True], dtype=bool)))
+            weight = [1.0] * len(enc.ids)
+        docs.append((np.asarray(enc.ids + [eot], dtype=np.int64), np.asarray(weight + [1.0], dtype=np.float32)))
     return docs
 
 
 def pack_rows(conversations: list[tuple[np.ndarray, np.ndarray]], code: list[tuple[np.ndarray, np.ndarray]],
               seq: int, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
-    """Training rows (ids, learn) `[row, seq]`. Every conversation lies whole inside one row, so a
+    """Training rows (ids, loss weight) `[row, seq]`. Every conversation lies whole inside one row, so a
     tool call is always learned with the request it answers in view (a dialogue cut across two rows
     teaches the model to guess arguments); code, where any window is a fine example, fills the rest
     of each row (then padding no loss reads) and what is left makes rows of its own."""
@@ -77,7 +82,7 @@ def pack_rows(conversations: list[tuple[np.ndarray, np.ndarray]], code: list[tup
         gap = seq - used
         piece = code_ids[cursor:cursor + gap]
         row_ids += [piece, np.full(gap - len(piece), code_ids[-1])]  # once the code runs out: padding
-        row_learn += [code_learn[cursor:cursor + gap], np.zeros(gap - len(piece), dtype=bool)]
+        row_learn += [code_learn[cursor:cursor + gap], np.zeros(gap - len(piece), dtype=np.float32)]
         cursor += len(piece)
         rows_ids.append(np.concatenate(row_ids))
         rows_learn.append(np.concatenate(row_learn))
@@ -110,7 +115,7 @@ def save(out: Path, model, text: dict, tokens: dict, info: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--minutes", type=float, default=55)
     ap.add_argument("--snapshot-minutes", type=float, default=0,
                     help="also save the model so far every this many minutes, to OUT-snapshot")
     ap.add_argument("--out", default=str(ROOT / "workbench" / "checkpoints" / "tiny"))
@@ -136,17 +141,19 @@ def main() -> None:
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tokens = {t["content"]: t["id"] for t in json.loads((out / "tokenizer.json").read_text())["added_tokens"]}
     eot = tokens["<|endoftext|>"]
-    rows, learn = pack_rows(encode_documents(tok, chats, eot), encode_documents(tok, code_train, eot), SEQ,
+    rows, weights = pack_rows(encode_documents(tok, chats, eot), encode_documents(tok, code_train, eot), SEQ,
                             random.Random(SEED))
     n_seq = len(rows)
     seqs = torch.as_tensor(rows)
-    targets = torch.where(torch.as_tensor(learn), seqs, -100)
+    # Next-token targets and their weights, shifted here (the loss is computed below, weighted).
+    weights = torch.as_tensor(weights)
     print(f"{rows.size:,} training tokens, {n_seq} rows of {SEQ}", flush=True)
 
     vocab = -(-n_ids // 64) * 64
-    text = text_config(vocab, True, tokens, **{k: v for k, v in ARCH.items() if k != "output_router_logits"})
+    text = text_config(vocab, True, tokens, tie_word_embeddings=True,
+                       **{k: v for k, v in ARCH.items() if k != "output_router_logits"})
     config = Qwen3_5MoeConfig(text_config=dict(text, output_router_logits=True),
-                              vision_config=dict(VISION, model_type="qwen3_5_moe"), tie_word_embeddings=False,
+                              vision_config=dict(VISION, model_type="qwen3_5_moe"), tie_word_embeddings=True,
                               image_token_id=tokens["<|image_pad|>"], video_token_id=tokens["<|video_pad|>"],
                               vision_start_token_id=tokens["<|vision_start|>"],
                               vision_end_token_id=tokens["<|vision_end|>"])
@@ -174,7 +181,8 @@ def main() -> None:
                 "train_tokens": int(rows.size), "minutes": round((time.time() - start) / 60, 1),
                 "threads": torch.get_num_threads(), "arch": ARCH, "bpe_vocab": BPE_VOCAB,
                 "conversations": N_CONVERSATIONS, "init": args.init,
-                "loss": "assistant turns and code; every conversation whole in one row", "curve": curve}
+                "loss": f"assistant turns (tool calls x{CALL_WEIGHT}) and code; every conversation whole in one row",
+                "tied_embeddings": True, "curve": curve}
     while step < args.max_steps:
         elapsed = time.time() - start
         if elapsed > budget:
@@ -189,8 +197,12 @@ def main() -> None:
         cursor += BATCH
         if cursor >= n_seq:
             cursor = 0
-        out_ = model(input_ids=seqs[idx], labels=targets[idx], use_cache=False)  # transformers shifts the labels
-        loss = out_.loss
+        out_ = model(input_ids=seqs[idx], use_cache=False)
+        logits = out_.logits[:, :-1].float()
+        token_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       seqs[idx][:, 1:].reshape(-1), reduction="none")
+        w = weights[idx][:, 1:].reshape(-1)
+        loss = (token_loss * w).sum() / w.sum() + ARCH["router_aux_loss_coef"] * out_.aux_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
