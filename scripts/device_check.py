@@ -137,6 +137,7 @@ def compare_paths(model: Model, prompt: int, steps: int, seed: int) -> dict:
     logits compared at every step. Then greedy generations on each."""
     import torch
     engine = model._engine
+    model.fast_decode = True  # on by default on CUDA only; the check compares it on any device
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, model.spec.vocab_size, size=prompt + steps).astype(np.int64)
     device = engine.model.device
@@ -208,6 +209,7 @@ def main(argv=None) -> dict:
             text["num_hidden_layers"], text["layer_types"] = fit, text["layer_types"][:fit]
     with tempfile.TemporaryDirectory() as tmp:
         model = build(config, Path(tmp) / args.model, device, dtype, args.seed)
+        model.fast_decode = True  # the default on CUDA; on a CPU (--tiny) switched on to be checked
         spec = model.spec
         full_layers = json.loads((CONFIGS / f"{args.model}.json").read_text()).get("text_config", {}).get(
             "num_hidden_layers")

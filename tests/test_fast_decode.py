@@ -24,6 +24,17 @@ def fast(model, on: bool):
         model.fast_decode = before
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fast_path_on(tiny_pair, dense_pair):
+    """On a CPU the fast path is off by default (no faster there); these tests switch it on."""
+    models = [tiny_pair["torch"], dense_pair["torch"]]
+    for m in models:
+        m.fast_decode = True
+    yield
+    for m in models:
+        m.fast_decode = False
+
+
 @pytest.fixture(scope="module", params=["tiny", "dense"])
 def model(request, tiny_pair, dense_pair):
     return (tiny_pair if request.param == "tiny" else dense_pair)["torch"]
@@ -38,11 +49,13 @@ def teacher_forced(engine, ids: np.ndarray, prompt: int, fast_path: bool) -> np.
     return np.stack(out)
 
 
-def test_on_by_default_and_reported(model):
-    assert model.fast_decode
+def test_off_by_default_on_a_cpu_and_reported(model):
+    fresh = workbench.load(model.path, backend="torch", device="cpu")
+    assert fresh.fast_decode is False and fresh.kernels["decode"].startswith("transformers DynamicCache")
+    assert fresh.generate("Hello", max_new_tokens=4).stats.decode_path.startswith("transformers DynamicCache")
+    assert model.fast_decode  # switched on for this module
     assert model.kernels["decode"] == "static cache, eager step"
-    gen = model.generate("Hello", max_new_tokens=4)
-    assert gen.stats.decode_path == "static cache, eager step"
+    assert model.generate("Hello", max_new_tokens=4).stats.decode_path == "static cache, eager step"
 
 
 def test_same_greedy_tokens_as_the_reference_path(model):

@@ -79,9 +79,9 @@ class Model:
     @property
     def fast_decode(self) -> bool:
         """Whether decode steps take the backend's fast path (torch: a static cache, replayed as
-        a CUDA graph on CUDA). On by default where there is one; set False to run the reference
-        path. Tracing and interventions always run the reference path (`Stats.decode_path` says
-        which ran)."""
+        a CUDA graph on CUDA). On by default on CUDA; off on a CPU, where an eager static step is
+        no faster (set True to use it anyway). Tracing and interventions always run the reference
+        path (`Stats.decode_path` says which ran)."""
         return self._engine.fast_decode
 
     @fast_decode.setter

@@ -104,7 +104,10 @@ class TorchBackend(Backend):
         self._static = None
         if spec.architecture in STATIC_ARCHITECTURES:
             self._static = StaticPool(model, device, spec.max_position_embeddings, self._cache_arg)
-        self.fast_decode = self.fast_decode_available = self._static is not None
+        self.fast_decode_available = self._static is not None
+        # On by default where it pays: on CUDA one graph replay replaces hundreds of kernel launches;
+        # an eager step on a CPU gains nothing beyond noise (bench_decode_loop.py: 0.92x, 1.08x).
+        self.fast_decode = self.fast_decode_available and device.type == "cuda"
 
     @classmethod
     def load(cls, path: Path, spec: ModelSpec, device: str | None, dtype: str | None) -> "TorchBackend":
