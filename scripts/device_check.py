@@ -137,7 +137,6 @@ def compare_paths(model: Model, prompt: int, steps: int, seed: int) -> dict:
     logits compared at every step. Then greedy generations on each."""
     import torch
     engine = model._engine
-    model.fast_decode = True  # on by default on CUDA only; the check compares it on any device
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, model.spec.vocab_size, size=prompt + steps).astype(np.int64)
     device = engine.model.device

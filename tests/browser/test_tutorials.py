@@ -43,12 +43,17 @@ def test_quickstart_chat_panel(page, lab):
     screenshot(page, name, panel)
 
 
-def test_routing_explorer_click_a_token(page, lab):
-    name = "01_expert_routing.ipynb"
+def run_with_figures(page, lab, name: str, at_least: int) -> None:
+    """Open and run a tutorial; every plotly figure it makes must be drawn."""
     open_notebook(page, lab, name)
     run_all(page, lab, name)
     figures, drawn = plotly_figures(page)
-    assert figures >= 11 and drawn == figures, (figures, drawn)  # 10 figure cells + the explorer
+    assert figures >= at_least and drawn == figures, (figures, drawn)
+
+
+def test_routing_explorer_click_a_token(page, lab):
+    name = "01_expert_routing.ipynb"
+    run_with_figures(page, lab, name, at_least=11)  # 10 figure cells + the explorer
     explorer = widget_output(page, "prompt A")
     details = explorer.locator(".widget-html", has_text="experts (weight)").first
     before = details.inner_text()
@@ -63,10 +68,7 @@ def test_routing_explorer_click_a_token(page, lab):
 
 def test_deltanet_explorer_slider_moves_the_state(page, lab):
     name = "02_deltanet_state.ipynb"
-    open_notebook(page, lab, name)
-    run_all(page, lab, name)
-    figures, drawn = plotly_figures(page)
-    assert figures >= 9 and drawn == figures, (figures, drawn)  # 8 figure cells + the explorer
+    run_with_figures(page, lab, name, at_least=9)  # 8 figure cells + the explorer
     explorer = widget_output(page, "head")
     plot = explorer.locator(".js-plotly-plot").first
     # While an animation frame redraws the figure, its data is briefly unset: read None then.

@@ -138,7 +138,6 @@ class StaticPool:
         self.capture_error: str | None = None
         self._decoders: list[StaticDecoder] = []
         self._leased: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.captures = 0
 
     def lease(self, tokens: int) -> "StaticLease":
         idle = self._idle()
@@ -148,7 +147,6 @@ class StaticPool:
         else:
             decoder = StaticDecoder(self.model, self.device, bucket(tokens, self.limit), self.graphs,
                                     self.cache_arg)
-            self.captures += decoder.graph is not None
             if decoder.capture_error:
                 self.graphs, self.capture_error = False, decoder.capture_error
             # Idle decoders too small for this request are dropped (memory stays bounded);
