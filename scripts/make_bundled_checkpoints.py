@@ -189,7 +189,7 @@ def save_release(folder: Path, model, text: dict, tokens: dict, gen: torch.Gener
 
 
 def main() -> None:
-    for name, moe in (("tiny", True), ("tiny-dense", False)):
+    for name, moe in (("tiny-random", True), ("tiny-dense", False)):
         folder = OUT / name
         if folder.exists():
             shutil.rmtree(folder)

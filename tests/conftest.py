@@ -15,14 +15,14 @@ BACKENDS = ["torch", "mlx"]
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def tiny(request):
-    """The bundled MoE checkpoint, float32, on each backend."""
-    return workbench.load("tiny", backend=request.param, device="cpu")
+    """The bundled random-weight MoE checkpoint (exact checks need a fixture no training changes)."""
+    return workbench.load("tiny-random", backend=request.param, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_pair():
     """The bundled MoE checkpoint on both backends, for parity tests."""
-    return {b: workbench.load("tiny", backend=b, device="cpu") for b in BACKENDS}
+    return {b: workbench.load("tiny-random", backend=b, device="cpu") for b in BACKENDS}
 
 
 @pytest.fixture(scope="session")

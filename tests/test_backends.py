@@ -24,7 +24,7 @@ def test_auto_backend_and_override(monkeypatch):
 
 def test_model_reports_what_it_is(tiny):
     assert tiny.backend in ("torch", "mlx") and tiny.device == "cpu" and tiny.dtype == "float32"
-    assert tiny.path.name == "tiny" and (tiny.path / "config.json").exists()
+    assert tiny.path.name == "tiny-random" and (tiny.path / "config.json").exists()
     assert tiny.spec.is_moe and tiny.spec.num_experts == 16 and tiny.spec.num_experts_per_tok == 4
     assert set(tiny.kernels) == {"gated_delta_rule", "causal_conv1d", "attention", "moe", "decode"}
     assert "Triton" not in " ".join(tiny.kernels.values())

@@ -18,7 +18,7 @@ CASES = json.loads((Path(__file__).parent / "data" / "qwen3_5_chat_renders.json"
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return Tokenizer(CHECKPOINTS / "tiny")
+    return Tokenizer(CHECKPOINTS / "tiny-random")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -29,7 +29,7 @@ def test_missing_folder(tmp_path):
 
 
 def test_non_qwen_config(tmp_path):
-    shutil.copytree(CHECKPOINTS / "tiny", tmp_path / "m")
+    shutil.copytree(CHECKPOINTS / "tiny-random", tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(WorkbenchError, match="'llama' is not a Qwen3.5-family architecture"):
         workbench.load(tmp_path / "m")

@@ -35,9 +35,9 @@ def fast_path_on(tiny_pair, dense_pair):
         m.fast_decode = False
 
 
-@pytest.fixture(scope="module", params=["tiny", "dense"])
+@pytest.fixture(scope="module", params=["tiny-random", "dense"])
 def model(request, tiny_pair, dense_pair):
-    return (tiny_pair if request.param == "tiny" else dense_pair)["torch"]
+    return (tiny_pair if request.param == "tiny-random" else dense_pair)["torch"]
 
 
 def teacher_forced(engine, ids: np.ndarray, prompt: int, fast_path: bool) -> np.ndarray:

@@ -110,7 +110,7 @@ def test_max_new_tokens_is_clamped_to_the_context(tiny):
 
 
 def test_stream_decoder_never_splits_a_character():
-    tok = Tokenizer(CHECKPOINTS / "tiny")
+    tok = Tokenizer(CHECKPOINTS / "tiny-random")
     text = "naïve café — 世界 🙂 ok"
     ids = tok.encode(text)
     assert len(ids) > len(text.split())  # multi-byte characters span several byte-level tokens

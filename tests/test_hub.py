@@ -17,7 +17,7 @@ def _fill_cache(hf_home: Path, repo: str) -> Path:
     snapshot = repo_dir / "snapshots" / COMMIT
     snapshot.mkdir(parents=True)
     (repo_dir / "blobs").mkdir()
-    for f in CHECKPOINTS.joinpath("tiny").iterdir():
+    for f in CHECKPOINTS.joinpath("tiny-random").iterdir():
         blob = repo_dir / "blobs" / f"blob-{f.name}"
         shutil.copy(f, blob)
         (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))

@@ -34,9 +34,9 @@ def test_greedy_tokens_identical(pair, request):
 
 
 @pytest.mark.parametrize("backend", ["torch", "mlx"])
-@pytest.mark.parametrize("name", ["tiny", "tiny-dense"])
+@pytest.mark.parametrize("name", ["tiny-random", "tiny-dense"])
 def test_cached_decoding_matches_full_forward(name, backend, tiny_pair, dense_pair):
-    model = (tiny_pair if name == "tiny" else dense_pair)[backend]
+    model = (tiny_pair if name == "tiny-random" else dense_pair)[backend]
     engine = model._engine
     ids = model.encode(PROMPT)
     full = model.logits(ids)
@@ -85,7 +85,7 @@ def bf16_copy(tmp_path_factory):
     import json
     import torch
 
-    src = workbench.hub.CHECKPOINTS / "tiny"
+    src = workbench.hub.CHECKPOINTS / "tiny-random"
     dst = tmp_path_factory.mktemp("bf16") / "tiny-bf16"
     shutil.copytree(src, dst)
     state = load_file(src / "model.safetensors")

@@ -17,7 +17,7 @@ def test_spec_by_hub_id_name_or_path_is_the_loaders_spec(tiny_pair):
     by_id = workbench.spec("Qwen/Qwen3.5-35B-A3B")
     assert by_id == workbench.spec("Qwen3.5-35B-A3B") == workbench.spec(CONFIGS / "Qwen3.5-35B-A3B.json")
     assert workbench.spec("Qwen/Qwen3.5-35B-A3B-FP8") == by_id  # derived repos share the architecture
-    assert workbench.spec("tiny") == tiny_pair["torch"].spec == tiny_pair["mlx"].spec
+    assert workbench.spec("tiny-random") == tiny_pair["torch"].spec == tiny_pair["mlx"].spec
     assert workbench.spec(tiny_pair["torch"].path) == tiny_pair["torch"].spec
     with pytest.raises(workbench.WorkbenchError, match="Known: .*Qwen/Qwen3.5-27B"):
         workbench.spec("Qwen/Qwen4-1T")

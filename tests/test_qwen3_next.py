@@ -28,7 +28,7 @@ def qwen3_next_folder(tmp_path_factory):
             p.add_(torch.randn_like(p) * (0.1 if p.ndim == 1 else 0.05))
     model.save_pretrained(folder)  # the release layout of Qwen3-Next: one tensor per expert
     for f in tokenizer_files:
-        shutil.copy(CHECKPOINTS / "tiny" / f, folder / f)
+        shutil.copy(CHECKPOINTS / "tiny-random" / f, folder / f)
     return folder
 
 

@@ -27,7 +27,7 @@ def test_reads_real_configs(path):
     assert 0 < spec.params_active <= spec.params_text + spec.vocab_size * spec.hidden_size
 
 
-@pytest.mark.parametrize("path", REAL + [CHECKPOINTS / "tiny" / "config.json",
+@pytest.mark.parametrize("path", REAL + [CHECKPOINTS / "tiny-random" / "config.json",
                                          CHECKPOINTS / "tiny-dense" / "config.json"],
                          ids=lambda p: p.parent.name if p.name == "config.json" else p.stem)
 def test_parameter_counts_match_transformers(path):
@@ -66,7 +66,7 @@ def test_incomplete_config_names_the_missing_key(tmp_path):
 
 
 def test_spec_is_frozen():
-    spec = ModelSpec.from_file(CHECKPOINTS / "tiny")
+    spec = ModelSpec.from_file(CHECKPOINTS / "tiny-random")
     with pytest.raises(Exception):
         spec.hidden_size = 1
 
@@ -85,7 +85,7 @@ def test_vision_tower_count_matches_transformers(path):
     assert spec.params_vision == sum(p.numel() for p in vision.parameters())
 
 
-@pytest.mark.parametrize("name", ["tiny", "tiny-dense"])
+@pytest.mark.parametrize("name", ["tiny", "tiny-random", "tiny-dense"])
 def test_total_equals_the_tensors_stored_in_the_checkpoint(name):
     """text + vision + MTP = every tensor of a checkpoint in the release layout."""
     from safetensors import safe_open

@@ -13,8 +13,12 @@ from .errors import WorkbenchError
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 BUNDLED = {
-    "tiny": "Qwen3.5-MoE architecture: 4 layers (3 Gated DeltaNet, 1 gated attention), 16 experts top-4 + shared",
-    "tiny-dense": "dense Qwen3.5 architecture: 4 layers (3 Gated DeltaNet, 1 gated attention)",
+    "tiny": "Qwen3.5-MoE architecture, trained on this project's CPU (Python source, chats, tool calls): "
+            "8 layers (6 Gated DeltaNet, 2 gated attention), 16 experts top-4 + shared",
+    "tiny-random": "Qwen3.5-MoE architecture with random weights (test fixture): 4 layers (3 Gated DeltaNet, "
+                   "1 gated attention), 16 experts top-4 + shared",
+    "tiny-dense": "dense Qwen3.5 architecture with random weights (test fixture): 4 layers (3 Gated DeltaNet, "
+                  "1 gated attention)",
 }
 NEEDED_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
                 "chat_template.jinja", "*.safetensors", "model.safetensors.index.json"]

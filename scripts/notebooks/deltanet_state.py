@@ -8,7 +8,8 @@ cells = [
        "Three of every four Qwen3.5 layers are Gated DeltaNet layers: instead of a KV cache that grows with "
        "the context, each head keeps a fixed $D_k \\times D_v$ matrix, the *state*, updated once per token. "
        "This tutorial shows what the state holds, how fast it forgets and how it evolves token by token, "
-       "on the bundled `tiny` model (random weights) and, in the last cell, on a real one."),
+       "on the bundled `tiny` model (trained on Python source, chats and tool calls, so its gates have learned "
+       "what to keep) and, in the last cell, on a real one."),
     md("## The gated delta rule\n\nFor each token $t$ and value head $h$ (shapes per head):\n\n"
        "1. **Projections and a short causal conv.** $q_t, k_t, v_t$ come from `in_proj_qkv` followed by a "
        "depthwise causal convolution over the last 4 tokens and SiLU; $q_t, k_t$ are then **L2-normalised** "

@@ -8,8 +8,10 @@ cells = [
        "Every MoE layer of Qwen3.5 sends each token to a few of its experts. This tutorial shows how the "
        "router decides, how to record its decisions while the model runs (prefill *and* decoding, on "
        "torch or MLX), what the recorded routing says about the model, and how to change it.\n\n"
-       "It runs on the bundled `tiny` checkpoint (16 experts, top-4 + a shared expert, random weights, "
-       "so the patterns are those of an untrained router); the last cell runs the same code on a real model."),
+       "It runs on the bundled `tiny` model (16 experts, top-4 + a shared expert), trained on Python source, "
+       "chats and tool calls with the router's load-balancing loss on, so its router has learned something: "
+       "code and chat go to measurably different experts (section *Two kinds of text*). The last cell runs the "
+       "same code on a real model."),
     md("## How the router works\n\n"
        "For a token with hidden state $x$ (after the layer's attention and norm), in a layer with $E$ experts:\n\n"
        "1. **Logits**: $\\ell = W_r x$, one per expert ($W_r$ is `mlp.gate.weight`, $[E, H]$).\n"
@@ -65,13 +67,15 @@ cells = [
     code("print(ra.locality(r).round(3))"),
     md("## Specialisation, and two kinds of text\n\nFor each token id seen several times: the share of its "
        "occurrences routed to its favourite expert (chance is about $k/E$). Then two prompt sets, code and "
-       "prose, compared expert by expert; the Jensen-Shannon divergence between their load distributions says "
-       "how differently they are routed (0 = the same, 1 bit = disjoint)."),
+       "a chat, compared expert by expert; the Jensen-Shannon divergence between their load distributions says "
+       "how differently they are routed (0 = the same, 1 bit = disjoint). The model card measures the same on "
+       "held-out text against a baseline of two random halves of the code."),
     code("shares = ra.specialisation(r, min_count=3)\nprint(shares.groupby(\"layer\").share.mean().round(3))"),
     code("fr.specialisation(r)", metadata=IGNORE),
-    code("prose = \"The cat sat on the mat. The dog slept by the door. The bird sang in the tree.\"\n"
-         "r_prose = model.generate(prose, max_new_tokens=16, ignore_eos=True, trace=Trace(routing=True)).routing\n"
-         "cmp = ra.compare_loads(r, r_prose, labels=(\"code\", \"prose\"))\nprint(cmp.preferred())"),
+    code("prose = model.apply_chat_template([{\"role\": \"user\", \"content\": \"What is the capital of Japan?\"}],\n"
+         "                                  enable_thinking=False)\n"
+         "r_prose = model.generate(prose, max_new_tokens=16, trace=Trace(routing=True)).routing\n"
+         "cmp = ra.compare_loads(r, r_prose, labels=(\"code\", \"chat\"))\nprint(cmp.preferred())"),
     code("fr.compare(cmp)", metadata=IGNORE),
     md("## Interventions\n\nDisable experts in a layer (the router's next choices take their place) or force "
        "one expert into the top-k, and see what changes: the KL divergence of the next-token distribution at "

@@ -5,10 +5,12 @@ NAME = "00_quickstart"
 
 cells = [
     md("# Qwen Workbench: quickstart\n\n"
-       "Load a Qwen3.5 model, generate, stream and chat. Everything here runs on a laptop CPU with the "
-       "bundled `tiny` checkpoint: a Qwen3.5-MoE in the exact layout of the releases (4 layers: 3 Gated "
-       "DeltaNet + 1 gated attention; 16 experts, top-4 + a shared expert). Its weights are random, so "
-       "its text is noise; the same calls run a real model (last cell)."),
+       "Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU "
+       "with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated "
+       "DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for under an hour on a "
+       "2-core CPU on Python source, short chats and tool calls (its model card: `model.path / \"README.md\"`). "
+       "It writes Python-looking code, answers a few kinds of question and calls three tools; it knows "
+       "little else. The same calls run a real model (last cell)."),
     code("import workbench\n\nmodel = workbench.load(\"tiny\")  # backend=\"auto\": MLX on Apple Silicon, else torch\n"
          "print(model.spec.summary())\nprint(model.backend, model.device, model.dtype)"),
     md("`model.kernels` says which implementation runs each part of the model on this machine:"),
@@ -40,20 +42,22 @@ cells = [
        "Qwen3-Coder XML calls, types the arguments per schema, runs the registered function (never the model's "
        "text), answers with a tool response and goes on until a final answer. Calls inside a thinking block are "
        "not run; malformed calls and exceptions go back to the model as tool errors."),
-    code("import json\n\ndef get_weather(city: str) -> dict:\n    \"\"\"Current weather in a city.\n\n    Args:\n"
-         "        city: the city's name, e.g. Paris\n    \"\"\"\n"
-         "    return {\"city\": city, \"sky\": \"sunny\", \"celsius\": 21}\n\n"
-         "from workbench.tools import ToolBox, parse_tool_calls\n\ntools = ToolBox([get_weather])\n"
-         "print(json.dumps(tools.schemas[0], indent=1))"),
+    code("import inspect, json\nfrom workbench.demo_tools import TOOLS, get_weather\n\n"
+         "print(inspect.getsource(get_weather))\n\n"
+         "from workbench.tools import ToolBox, parse_tool_calls\n\ntools = ToolBox(TOOLS)\n"
+         "print(json.dumps(tools.schemas[1], indent=1))"),
     md("This is what a tool-calling model writes, and what the loop does with it:"),
     code("reply = \"\"\"<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>\"\"\"\n"
          "content, calls = parse_tool_calls(reply)\ncall = tools.check(calls[0])\n"
          "print(call.name, call.arguments, \"->\", tools.run(call))"),
-    md("The whole round trip on the bundled model (its random weights do not call tools, so it answers "
-       "directly; the trained tiny model and real checkpoints call `get_weather`):"),
-    code("result = model.chat([{\"role\": \"user\", \"content\": \"What is the weather in Paris?\"}], tools=[get_weather],\n"
-         "                    max_new_tokens=16)\nprint(result.finish_reason, \"| tool calls:\", len(result.calls), \"| turns:\", [m[\"role\"] for m in result.messages])"),
-    code("from workbench.widgets import ChatPanel\n\nChatPanel(model, tools=[get_weather])", metadata=IGNORE),
+    md("The whole round trip: `tiny` was trained to call these three tools (`workbench.demo_tools`; "
+       "`get_weather` answers from a fixed table), so it calls one, reads the tool's response and answers "
+       "with it. Every turn is in `result.messages`:"),
+    code("result = model.chat([{\"role\": \"user\", \"content\": \"What's the weather in Lisbon?\"}], tools=TOOLS,\n"
+         "                    max_new_tokens=64)\nfor message in result.messages:\n"
+         "    print(f\"{message['role']:>9}: {message.get('content') or message.get('tool_calls')}\")\n"
+         "print(\"answer:\", result.text)"),
+    code("from workbench.widgets import ChatPanel\n\nChatPanel(model, tools=TOOLS)", metadata=IGNORE),
     md("## A real checkpoint\nThe same code loads the released models from the Hugging Face Hub (into the "
        "standard cache, only the files the model needs), on a CUDA GPU with torch or on Apple Silicon "
        "with MLX:\n\n```python\nmodel = workbench.load(\"Qwen/Qwen3.5-35B-A3B\")            # CUDA: torch + fused kernels\n"

@@ -114,9 +114,10 @@ def final_answer(rng: random.Random, name: str, args: dict, result: str) -> str:
                                                                          t=args["to_unit"], r=result)
 
 
-def tool_dialogue(rng: random.Random) -> str:
+def tool_dialogue(rng: random.Random, tools_prompt: bool = True) -> str:
     """One conversation of 1-4 tool-use exchanges under one tools system prompt (the prompt is
-    ~400 tokens the model does not learn from; sharing it puts more of each row into calls)."""
+    ~400 tokens the model does not learn from; sharing it puts more of each row into calls).
+    Without `tools_prompt`: the same exchanges alone, a drill (see train.py)."""
     msgs = []
     for _ in range(rng.choice([1, 1, 2, 3, 4])):
         while True:
@@ -127,7 +128,7 @@ def tool_dialogue(rng: random.Random) -> str:
                  {"role": "assistant", "content": "", "tool_calls": [_call(name, **args)]},
                  {"role": "tool", "content": result},
                  {"role": "assistant", "content": final_answer(rng, name, args, result)}]
-    return _render(msgs, tools=tool_schemas())
+    return _render(msgs, tools=tool_schemas() if tools_prompt else None)
 
 
 def qa_dialogue(rng: random.Random) -> str:
@@ -154,6 +155,48 @@ def qa_dialogue(rng: random.Random) -> str:
     return _render(msgs, tools=tool_schemas() if rng.random() < 0.3 else None, thinking=thinking)
 
 
+def echo_dialogue(rng: random.Random) -> str:
+    """The user asks for some cities, numbers, units or an expression back, word for word: copying
+    from the prompt is what every tool call needs, and here every answer token is a copy."""
+    parts = []
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.random()
+        if kind < 0.3:
+            parts.append(rng.choice(list(WEATHER)))
+        elif kind < 0.6:
+            parts.append(_expression(rng))
+        elif kind < 0.8:
+            parts.append(str(rng.choice([rng.randint(1, 9999), round(rng.uniform(0.1, 999), rng.choice([1, 2]))])))
+        else:
+            parts.append(rng.choice([u for pair in UNITS for u in pair]))
+    text = rng.choice([" ", ", ", " and "]).join(parts)
+    q = rng.choice(["Repeat after me: {t}", "Say {t}", "Write back exactly: {t}", "Echo this: {t}",
+                    "Copy: {t}", "Please repeat {t}"]).format(t=text)
+    return _render([{"role": "user", "content": q}, {"role": "assistant", "content": text}])
+
+
+def without_cities(text: str) -> str:
+    """`text` with the weather table's city names taken out, for training the BPE: a city that became
+    one token would be two unrelated tokens, " Paris" in a request and "Paris" on the call's own line,
+    and copying it would be a lookup to learn city by city; left to ordinary subwords, it is copied
+    piece by piece like any other word (cities outside the table too)."""
+    for city in WEATHER:
+        text = text.replace(city, "")
+    return text
+
+
+def drills(n: int, seed: int) -> list[str]:
+    """Short conversations that put copying from the prompt into most of the loss: tool exchanges
+    without the tools prompt, echo requests, a few questions."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        r = rng.random()
+        out.append(tool_dialogue(rng, tools_prompt=False) if r < 0.5 else echo_dialogue(rng) if r < 0.85
+                   else qa_dialogue(rng))
+    return out
+
+
 def stdlib_files(max_chars: int = 8000) -> tuple[list[str], list[str]]:
     """(train, held-out) sources of the top-level stdlib modules, each cut to its first
     `max_chars` characters (enough code to specialise experts without crowding out the chats)."""
@@ -167,9 +210,9 @@ def stdlib_files(max_chars: int = 8000) -> tuple[list[str], list[str]]:
     return train, held
 
 
-def conversations(n: int, seed: int, tool_share: float = 0.6) -> list[str]:
+def conversations(n: int, seed: int, tool_share: float = 0.6, tools_prompt: bool = True) -> list[str]:
     rng = random.Random(seed)
-    return [tool_dialogue(rng) if rng.random() < tool_share else qa_dialogue(rng) for _ in range(n)]
+    return [tool_dialogue(rng, tools_prompt) if rng.random() < tool_share else qa_dialogue(rng) for _ in range(n)]
 
 
 def held_out_tool_requests(n: int, seed: int) -> list[tuple[str, str, dict, str]]:

@@ -1,0 +1,75 @@
+"""The training data of the trained tiny model (scripts/train_tiny): held-out requests never reach
+training, every conversation lies whole in one row, the loss weights fall where train.py says."""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "scripts" / "train_tiny"),
+                str(Path(__file__).resolve().parents[1] / "scripts")]
+import data  # noqa: E402
+import train  # noqa: E402
+from workbench.demo_tools import WEATHER  # noqa: E402
+
+
+def test_held_out_requests_never_reach_training():
+    held = [q for q, *_ in data.held_out_tool_requests(40, 2026)]
+    seen = "\n".join(data.conversations(400, 2026) + data.drills(400, 2028))
+    assert "<tool_call>" in seen
+    assert not [q for q in held if f"user\n{q}<|im_end|>" in seen]
+
+
+def test_drills_have_no_tools_prompt_and_conversations_do():
+    drills = data.drills(50, 1)
+    assert any("<tool_response>" in d for d in drills)
+    assert not any("# Tools" in d for d in drills if "<tool_response>" in d)  # questions may show tools
+    assert all("# Tools" in c for c in data.conversations(50, 1, tool_share=1.0))
+
+
+def test_without_cities_takes_every_table_city_out():
+    text = data.tool_dialogue(random.Random(3))
+    out = data.without_cities(" ".join(WEATHER) + " " + text)
+    assert not [c for c in WEATHER if c in out]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from tokenizers import Tokenizer
+    folder = tmp_path_factory.mktemp("tok")
+    chats = data.conversations(300, 5)
+    train.build_tokenizer(folder, [data.without_cities(c) for c in chats], bpe_vocab=1000)
+    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+def test_loss_weights_fall_on_what_the_assistant_writes(tokenizer):
+    text = data.tool_dialogue(random.Random(4))
+    eot = tokenizer.token_to_id("<|endoftext|>")
+    (ids, weight), = train.encode_documents(tokenizer, [text], eot)
+    tokens = tokenizer.encode(text).tokens
+    system, user, header = [i for i, t in enumerate(tokens) if t == "<|im_start|>"][:3]
+    call = tokens.index("<tool_call>", header)
+    assert weight[call] == train.CALL_WEIGHT
+    assert weight[user:header + 2].max() == 0  # the request, "<|im_start|>assistant"
+    prompt = weight[system:user]  # the tools prompt: only its example call is learned (see train.py)
+    assert prompt.max() == train.CALL_WEIGHT and (prompt == 0).mean() > 0.7
+    assert weight[header + 3:call].min() == 1.0  # the empty thinking block before the call
+    last_end = len(tokens) - 1 - tokens[::-1].index("<|im_end|>")
+    assert weight[last_end] == 1.0 and weight[-1] == 1.0  # the final answer's end, then <|endoftext|>
+
+
+def test_rows_hold_every_conversation_whole(tokenizer):
+    eot = tokenizer.token_to_id("<|endoftext|>")
+    convs = train.encode_documents(tokenizer, data.conversations(40, 6), eot)
+    code = train.encode_documents(tokenizer, ["def f(x):\n    return x\n" * 3000], eot)
+    rows, weights = train.pack_rows(convs, code, 1024, random.Random(0))
+    assert rows.shape[1] == 1024 and weights.shape == rows.shape
+    flat = [r.tobytes() for r in rows]
+    for ids, _ in convs:
+        assert any(ids.tobytes() in row for row in flat)  # contiguous, inside one row
+    drill_rows, _ = train.pack_rows(convs, code, 1024, random.Random(0), code_rows=False)
+    assert len(drill_rows) < len(rows)  # without code rows of its own
+    assert np.isin(weights, [0.0, 1.0, train.CALL_WEIGHT]).all()
