@@ -1,7 +1,9 @@
 """Training data for the trained tiny model, built locally (nothing downloaded):
 (a) Python source of this interpreter's standard library; (b) synthetic conversations in the
 Qwen3.5 chat format rendered through the bundled chat template: questions and answers (some with
-thinking), and tool-use dialogues for calculator / get_weather / convert_units.
+thinking), and tool-use dialogues for calculator / get_weather / convert_units; (c) drills: the
+same tool exchanges without the tools prompt and echo requests, where copying from the prompt is
+most of the loss (see train.py).
 
 Held-out: stdlib files whose name hashes into the last 5%, and tool requests whose text hashes
 into the last 5% (the training skips them); other held-out conversations come from a separate
@@ -210,9 +212,9 @@ def stdlib_files(max_chars: int = 8000) -> tuple[list[str], list[str]]:
     return train, held
 
 
-def conversations(n: int, seed: int, tool_share: float = 0.6, tools_prompt: bool = True) -> list[str]:
+def conversations(n: int, seed: int, tool_share: float = 0.6) -> list[str]:
     rng = random.Random(seed)
-    return [tool_dialogue(rng, tools_prompt) if rng.random() < tool_share else qa_dialogue(rng) for _ in range(n)]
+    return [tool_dialogue(rng) if rng.random() < tool_share else qa_dialogue(rng) for _ in range(n)]
 
 
 def held_out_tool_requests(n: int, seed: int) -> list[tuple[str, str, dict, str]]:
