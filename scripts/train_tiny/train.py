@@ -162,11 +162,11 @@ def main() -> None:
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tokens = {t["content"]: t["id"] for t in json.loads((out / "tokenizer.json").read_text())["added_tokens"]}
     eot = tokens["<|endoftext|>"]
-    rows, weights = pack_rows(encode_documents(tok, chats, eot), encode_documents(tok, code_train, eot), SEQ,
-                            random.Random(SEED))
+    code_docs = encode_documents(tok, code_train, eot)  # pack_rows shuffles copies: one encoding serves both
+    rows, weights = pack_rows(encode_documents(tok, chats, eot), code_docs, SEQ, random.Random(SEED))
     drills = data.drills(N_DRILLS, SEED + 2)
-    drill_rows, drill_weights = pack_rows(encode_documents(tok, drills, eot), encode_documents(tok, code_train, eot),
-                                          DRILL_SEQ, random.Random(SEED), code_rows=False)
+    drill_rows, drill_weights = pack_rows(encode_documents(tok, drills, eot), code_docs, DRILL_SEQ,
+                                          random.Random(SEED), code_rows=False)
     print(f"{rows.size:,} training tokens, {len(rows)} rows of {SEQ}; {drill_rows.size:,} tokens of drills",
           flush=True)
     phases = {"drill": (torch.as_tensor(drill_rows), torch.as_tensor(drill_weights), DRILL_BATCH),
@@ -193,7 +193,7 @@ def main() -> None:
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=2e-3, betas=(0.9, 0.95))
+                            lr=args.lr, betas=(0.9, 0.95))  # set again every step by the schedule
     budget = args.minutes * 60
     start = time.time()
     curve, step, seen = [], 0, 0
