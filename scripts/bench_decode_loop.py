@@ -37,7 +37,7 @@ def _timed(fn) -> float:
 
 def raw_torch(model, ids):
     import torch
-    hf = model._engine.model
+    hf = model.engine.model
     x = torch.as_tensor(ids)[None]
 
     def run(k):
@@ -56,7 +56,7 @@ def raw_mlx(model, ids):
     prompt = mx.array(ids.astype(np.int32))
 
     def run(k):
-        for _ in stream_generate(model._engine.model, tokenizer, prompt, max_tokens=k):
+        for _ in stream_generate(model.engine.model, tokenizer, prompt, max_tokens=k):
             pass
     return run
 
@@ -66,7 +66,7 @@ def ours(model, ids, trace=None, fast=None):
     def run(k):
         before = model.fast_decode
         if fast is not None:
-            model.fast_decode = fast and model._engine.fast_decode_available
+            model.fast_decode = fast and model.engine.fast_decode_available
         try:
             return model.generate(ids, max_new_tokens=k, ignore_eos=True, trace=trace)
         finally:

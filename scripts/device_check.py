@@ -136,7 +136,7 @@ def compare_paths(model: Model, prompt: int, steps: int, seed: int) -> dict:
     """Teacher-forced: the same prompt and continuation through the fast and the reference path;
     logits compared at every step. Then greedy generations on each."""
     import torch
-    engine = model._engine
+    engine = model.engine
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, model.spec.vocab_size, size=prompt + steps).astype(np.int64)
     device = engine.model.device

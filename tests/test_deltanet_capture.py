@@ -15,7 +15,7 @@ ALL = Trace(deltanet=DeltaNetCapture(states="all", inputs=True))
 def cache_states(model, ids):
     """Recurrent state of every linear layer after `ids`, read from the backend's own cache:
     [lin_layer, Hv, Dk, Dv]."""
-    engine = model._engine
+    engine = model.engine
     cache = engine.new_cache()
     engine.forward(np.asarray(ids), cache)
     engine.synchronize()
@@ -100,7 +100,7 @@ def test_real_model_sizes_are_refused_with_advice():
     """A full-state request at 35B-A3B shapes is refused from the spec alone (no weights)."""
     from importlib.resources import files
 
-    from workbench.trace import plan_probes
+    from workbench.capture import plan_probes
     spec = workbench.ModelSpec.from_file(files("workbench") / "configs" / "Qwen3.5-35B-A3B.json")
     with pytest.raises(workbench.WorkbenchError, match=r"GiB.*states=\[\.\.\.\]"):
         plan_probes(spec, Trace(deltanet=DeltaNetCapture(states="all")), None, 512)

@@ -70,15 +70,15 @@ def test_same_greedy_tokens_as_the_reference_path(model):
 
 def test_same_logits_step_by_step(model):
     ids = np.random.default_rng(0).integers(0, model.spec.vocab_size, size=40)
-    fast_logits = teacher_forced(model._engine, ids, 24, True)
-    ref_logits = teacher_forced(model._engine, ids, 24, False)
+    fast_logits = teacher_forced(model.engine, ids, 24, True)
+    ref_logits = teacher_forced(model.engine, ids, 24, False)
     np.testing.assert_allclose(fast_logits, ref_logits, atol=2e-5, rtol=0)
 
 
 def test_chunked_prefill_continues_the_cache(model):
     """The throughput harness prefills a depth, then a prompt, then decodes: the static cache
     takes several multi-token forwards in a row, as the dynamic one does."""
-    engine = model._engine
+    engine = model.engine
     ids = np.random.default_rng(1).integers(0, model.spec.vocab_size, size=30)
     results = []
     for fast_path in (True, False):
@@ -93,7 +93,7 @@ def test_chunked_prefill_continues_the_cache(model):
 
 
 def test_decoders_are_reused_but_never_shared(tiny_pair):
-    engine = tiny_pair["torch"]._engine
+    engine = tiny_pair["torch"].engine
     first = engine.new_cache(capacity=50)
     second = engine.new_cache(capacity=50)  # the first is still held: a decoder of its own
     assert first.decoder is not second.decoder
@@ -126,7 +126,7 @@ def test_capacity_is_bucketed_and_overflow_is_refused(tiny_pair):
     assert bucket(10, 10_000) == MIN_CAPACITY
     assert bucket(MIN_CAPACITY + 1, 10_000) == 2 * MIN_CAPACITY
     assert bucket(5000, 4096) == 5000  # past the context limit only what is asked
-    engine = tiny_pair["torch"]._engine
+    engine = tiny_pair["torch"].engine
     cache = engine.new_cache(capacity=4)
     engine.forward(np.arange(cache.decoder.capacity - 1), cache)
     engine.forward(np.arange(1), cache)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from workbench.generation import SamplingParams
+from workbench.sampling import SamplingParams
 from workbench.hub import CHECKPOINTS
 from workbench.tokenizer import StreamDecoder, Tokenizer
 

@@ -37,7 +37,7 @@ def test_greedy_tokens_identical(pair, request):
 @pytest.mark.parametrize("name", ["tiny-random", "tiny-dense"])
 def test_cached_decoding_matches_full_forward(name, backend, tiny_pair, dense_pair):
     model = (tiny_pair if name == "tiny-random" else dense_pair)[backend]
-    engine = model._engine
+    engine = model.engine
     ids = model.encode(PROMPT)
     full = model.logits(ids)
     cache = engine.new_cache()
@@ -55,14 +55,14 @@ def _router_topk(model, ids):
         import torch
         picks = []
         hooks = [layer.mlp.gate.register_forward_hook(lambda m, i, o: picks.append(o[2].numpy().copy()))
-                 for layer in model._engine.model.model.layers]
+                 for layer in model.engine.model.model.layers]
         with torch.inference_mode():
-            model._engine.model(torch.as_tensor(ids)[None])
+            model.engine.model(torch.as_tensor(ids)[None])
         for h in hooks:
             h.remove()
         return [np.sort(p, axis=-1) for p in picks]
     import mlx.core as mx
-    inner = model._engine.model.language_model.model
+    inner = model.engine.model.language_model.model
     x = inner.embed_tokens(mx.array(ids)[None])
     picks = []
     from mlx_lm.models.base import create_attention_mask, create_ssm_mask
@@ -114,7 +114,7 @@ def test_mlx_lm_own_loader_rounds_norm_offsets_in_bf16(bf16_copy):
     ours = workbench.load(bf16_copy, backend="mlx", device="cpu")
     theirs, _ = mlx_lm_load(str(bf16_copy))
     key = "input_layernorm"
-    a = np.array(ours._engine.model.language_model.model.layers[0].input_layernorm.weight.astype(mx.float32))
+    a = np.array(ours.engine.model.language_model.model.layers[0].input_layernorm.weight.astype(mx.float32))
     b = np.array(theirs.language_model.model.layers[0].input_layernorm.weight.astype(mx.float32))
     assert theirs.language_model.model.layers[0].input_layernorm.weight.dtype == mx.bfloat16, key
     assert np.abs(a - b).max() > 1e-4  # theirs is rounded to bf16 after adding 1; ours is not

@@ -15,7 +15,7 @@ PROMPT = "def fibonacci(n):\n    return n"
 def router_logits_from_transformers(model_torch, ids):
     """[moe_layer, token, E] as transformers reports them for a full forward."""
     with torch.inference_mode():
-        out = model_torch._engine.model(input_ids=torch.as_tensor(ids)[None], output_router_logits=True)
+        out = model_torch.engine.model(input_ids=torch.as_tensor(ids)[None], output_router_logits=True)
     return np.stack([r.float().numpy() for r in out.router_logits])
 
 

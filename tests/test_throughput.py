@@ -16,7 +16,7 @@ from workbench.throughput import markdown, plan_tests, weight_bytes_per_token
 def counted(tiny_pair, monkeypatch):
     """The torch model with its engine's forward and synchronize counted."""
     model = tiny_pair["torch"]
-    engine = model._engine
+    engine = model.engine
     calls = {"forward": [], "sync": 0}
     forward, sync = engine.forward, engine.synchronize
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import BackendNotInstalled, WorkbenchError
-from .generation import Generation, SamplingParams, Stats
+from .generation import Generation, Stats
+from .sampling import SamplingParams
 from .hub import bundled_names
 from .model_spec import ModelSpec
 from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace
@@ -41,9 +42,12 @@ def load(model: str | Path = "tiny", backend: str = "auto", device: str | None =
     from .model import Model
     from .tokenizer import Tokenizer
 
+    from .checkpoint import weight_files
+
     path = hub.resolve(model, revision)
     spec = ModelSpec.from_file(path)
     tokenizer = Tokenizer(path)
+    weight_files(path)  # damaged or missing files named before a framework reads them
     engine = backend_class(choose_backend(backend)).load(path, spec, device, dtype)
     return Model(engine, tokenizer, path, spec)
 

@@ -47,7 +47,8 @@ class ChatResult:
 
 class ChatLoop:
     def __init__(self, model: "Model", messages: list[dict], tools: Sequence[Callable | Tool] = (),
-                 max_rounds: int = 5, thinking: bool = False, max_new_tokens: int = 512, **sampling: Any):
+                 max_rounds: int = 5, thinking: bool = False, max_new_tokens: int = 512,
+                 raw_control_tokens: bool = False, **sampling: Any):
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise WorkbenchError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
         if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 0:
@@ -56,16 +57,18 @@ class ChatLoop:
         self.toolbox = ToolBox(tools)
         self.messages = [dict(m) for m in messages]
         self.max_rounds, self.thinking, self.max_new_tokens = max_rounds, thinking, max_new_tokens
-        self.sampling = sampling
+        self.stream_options = dict(sampling, raw_control_tokens=raw_control_tokens)
         self.result: ChatResult | None = None
         self._stream = None
         self._stopped = False
 
     def stop(self) -> None:
-        """End the loop now (from another thread): the current generation stops after its token."""
+        """End the loop now (from another thread): the current generation stops after its token,
+        or makes none when it has not started yet."""
         self._stopped = True
-        if self._stream is not None:
-            self._stream.stop()
+        stream = self._stream
+        if stream is not None:
+            stream.stop()
 
     def events(self) -> Iterator[ChatEvent]:
         calls: list[tuple[ToolCall, str]] = []
@@ -74,7 +77,9 @@ class ChatLoop:
         while True:
             self._stream = self.model.stream(self.messages, max_new_tokens=self.max_new_tokens,
                                              thinking=self.thinking, tools=self.toolbox.schemas or None,
-                                             **self.sampling)
+                                             **self.stream_options)
+            if self._stopped:  # stopped before this stream existed (Stop right after Send)
+                self._stream.stop()
             for chunk in self._stream:
                 yield ChatEvent("thinking" if chunk.thinking else "text", str(chunk), token_id=chunk.token_id)
             gen = self._stream.generation

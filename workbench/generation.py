@@ -1,4 +1,4 @@
-"""Sampling settings, the decode loop shared by both backends, and its results.
+"""The decode loop shared by every backend, and its results.
 
 The loop is the same on every backend: one prefill forward over the prompt, then one forward per
 new token, each feeding the token just sampled. Sampling runs on the device (the backend's
@@ -8,61 +8,18 @@ t+1 while the host decodes the text of step t, as mlx-lm's own loop does.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from .errors import WorkbenchError
+from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     from .backends.base import Backend
     from .tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How the next token is chosen. `temperature=0` is greedy; top_k=0, top_p=1, min_p=0 are off.
-
-    Order on the device: presence penalty (on tokens generated so far, as vLLM does), temperature,
-    top-k, top-p (nucleus), min-p, then a draw from a generator seeded with `seed`.
-    """
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    presence_penalty: float = 0.0
-    seed: int | None = None
-
-    def __post_init__(self):
-        def bad(name, value, rule):
-            raise WorkbenchError(f"{name}={value!r} is invalid: {rule}.")
-
-        if not _finite(self.temperature) or self.temperature < 0:
-            bad("temperature", self.temperature, "use 0 for greedy decoding or a positive number like 0.7")
-        if not _finite(self.top_p) or not 0 < self.top_p <= 1:
-            bad("top_p", self.top_p, "it must be in (0, 1]; 1 turns nucleus sampling off")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 0:
-            bad("top_k", self.top_k, "it must be a whole number >= 0; 0 turns it off")
-        if not _finite(self.min_p) or not 0 <= self.min_p < 1:
-            bad("min_p", self.min_p, "it must be in [0, 1); 0 turns it off")
-        if not _finite(self.presence_penalty) or not -2 <= self.presence_penalty <= 2:
-            bad("presence_penalty", self.presence_penalty, "it must be in [-2, 2] (1.5 is Qwen's advice)")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer))
-                                      or self.seed < 0):
-            bad("seed", self.seed, "it must be a non-negative int or None")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float, np.number)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
@@ -124,7 +81,7 @@ class DecodeLoop:
                  max_new_tokens: int, sampling: SamplingParams, stop: Sequence[str] = (),
                  eos_ids: Sequence[int] = (), probe: Any = None):
         self.backend, self.tokenizer = backend, tokenizer
-        self.probe = probe  # entered around the whole run; records without breaking the loop up
+        self.probe = probe  # hooked into the model for this loop's own forward calls only
         self.prompt_ids = prompt_ids
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
@@ -136,13 +93,31 @@ class DecodeLoop:
         self.stats: Stats | None = None
         self._interrupted = False
         self._hit_stop_string = False
+        self._started = False
 
     def interrupt(self) -> None:
+        """End the run: before it starts, no token is made; during it, after the current token."""
         self._interrupted = True
 
     def __iter__(self) -> Iterator[StepEvent]:
-        with self.probe if self.probe is not None else nullcontext():
-            yield from self._run()
+        if self._started:
+            raise WorkbenchError("this generation has already run: iterate a stream once (call "
+                                 "model.stream again for a new run; stream.generation holds the result).")
+        self._started = True
+        return self._run()
+
+    def _forward(self, tokens: Any, cache: Any, sampler) -> Any:
+        """One forward and its sampled token, queued; under the model's lock (other threads'
+        generations interleave between steps, never inside one)."""
+        backend = self.backend
+        with backend.lock:
+            token = sampler(backend.step(tokens, cache, self.probe))
+            backend.queue(token, self.probe)
+        return token
+
+    def _read(self, token: Any) -> int:
+        with self.backend.lock:
+            return self.backend.to_int(token)
 
     def _run(self) -> Iterator[StepEvent]:
         from .tokenizer import StreamDecoder
@@ -153,22 +128,25 @@ class DecodeLoop:
         # A probe reads the model as the reference path runs it, so tracing takes that path.
         cache = backend.new_cache(capacity=len(self.prompt_ids) + self.max_new_tokens, fast=self.probe is None)
         self._decode_path = backend.decode_path(cache)
-        sampler = backend.make_sampler(self.sampling)
         start = time.perf_counter()
-        token = sampler(backend.forward(self.prompt_ids, cache))
-        first_id = backend.to_int(token)  # read before queuing step 2, so TTFT is prefill alone
+        if self._interrupted:  # stopped before it began: nothing runs
+            self.finish_reason = "interrupted"
+            self._finish(start, start, start)
+            return
+        sampler = backend.make_sampler(self.sampling)
+        token = self._forward(self.prompt_ids, cache, sampler)
+        first_id = self._read(token)  # read before queuing step 2, so TTFT is prefill alone
         first_at = last_at = time.perf_counter()
         held = ""  # decoded text that may be the start of a stop string
         for n in range(1, self.max_new_tokens + 1):
             # Queue step n+1 before reading token n: the device works while the host decodes.
             upcoming = None
-            if n < self.max_new_tokens:
-                upcoming = sampler(backend.forward(token, cache))
-                backend.queue(upcoming)
+            if n < self.max_new_tokens and not self._interrupted:
+                upcoming = self._forward(token, cache, sampler)
             if n == 1:
                 token_id = first_id
             else:
-                token_id = backend.to_int(token)
+                token_id = self._read(token)
                 last_at = time.perf_counter()
             self.token_ids.append(token_id)
             if token_id in self.eos_ids:
@@ -211,10 +189,10 @@ class DecodeLoop:
 
     def _finish(self, start: float, first_at: float, last_at: float) -> None:
         n_new, n_prompt = len(self.token_ids), len(self.prompt_ids)
-        ttft = first_at - start
+        ttft = first_at - start if n_new else float("nan")
         decode_s = last_at - first_at
         self.stats = Stats(
             prompt_tokens=n_prompt, new_tokens=n_new, time_to_first_token_s=ttft,
-            prefill_tokens_per_s=n_prompt / ttft if ttft > 0 else float("nan"),
+            prefill_tokens_per_s=n_prompt / ttft if ttft > 0 else float("nan"),  # nan > 0 is False
             decode_tokens_per_s=(n_new - 1) / decode_s if n_new > 1 and decode_s > 0 else float("nan"),
             total_s=last_at - start, peak_memory_bytes=self.backend.peak_memory(), decode_path=self._decode_path)

@@ -9,10 +9,12 @@ import numpy as np
 from .backends.base import Backend
 from .chat import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .errors import WorkbenchError
-from .generation import DecodeLoop, Generation, SamplingParams
+from .generation import DecodeLoop, Generation
+from .sampling import SamplingParams
 from .model_spec import ModelSpec
 from .tokenizer import Tokenizer
-from .trace import Intervention, Trace, build_records, plan_probes
+from .capture import build_records, plan_probes
+from .trace import Intervention, Trace
 
 
 class Chunk(str):
@@ -29,17 +31,25 @@ class Chunk(str):
 
 class Stream:
     """What `Model.stream` returns: iterate for `Chunk`s; `.generation` is set at the end;
-    `.stop()` (from another thread, a widget callback) ends it after the current token."""
+    `.stop()` (from another thread, a widget callback; before or while iterating) ends it after
+    the current token, or before the first one. Like a generator, it runs once: iterating again
+    continues where the last loop left off, and yields nothing once it is done."""
 
     def __init__(self, loop: DecodeLoop, finish, opened: bool):
         self._loop, self._finish = loop, finish
         self._tracker = ThinkingTracker(opened)
+        self._chunks: Iterator[Chunk] | None = None
         self.generation: Generation | None = None
 
     def stop(self) -> None:
         self._loop.interrupt()
 
     def __iter__(self) -> Iterator[Chunk]:
+        if self._chunks is None:
+            self._chunks = self._run()
+        return self._chunks
+
+    def _run(self) -> Iterator[Chunk]:
         for event in self._loop:
             for text, thinking in self._tracker.feed(event.text):
                 yield Chunk(text, thinking, event.token_id)
@@ -54,7 +64,7 @@ class Model:
     """
 
     def __init__(self, engine: Backend, tokenizer: Tokenizer, path: Path, spec: ModelSpec):
-        self._engine = engine
+        self.engine = engine  # the backend: `model.engine.model` is the framework's own module
         self.tokenizer = tokenizer
         self.path = path
         self.spec = spec
@@ -62,19 +72,19 @@ class Model:
     # ---- what it is ---------------------------------------------------------------------
     @property
     def backend(self) -> str:
-        return self._engine.name
+        return self.engine.name
 
     @property
     def device(self) -> str:
-        return self._engine.device
+        return self.engine.device
 
     @property
     def dtype(self) -> str:
-        return self._engine.dtype
+        return self.engine.dtype
 
     @property
     def kernels(self) -> dict[str, str]:
-        return dict(self._engine.kernels)
+        return dict(self.engine.kernels)
 
     @property
     def fast_decode(self) -> bool:
@@ -82,14 +92,14 @@ class Model:
         a CUDA graph on CUDA). On by default on CUDA; off on a CPU, where an eager static step is
         no faster (set True to use it anyway). Tracing and interventions always run the reference
         path (`Stats.decode_path` says which ran)."""
-        return self._engine.fast_decode
+        return self.engine.fast_decode
 
     @fast_decode.setter
     def fast_decode(self, on: bool) -> None:
-        if on and not self._engine.fast_decode_available:
+        if on and not self.engine.fast_decode_available:
             raise WorkbenchError(f"the {self.backend} backend has no fast decode path for "
                                  f"{self.spec.architecture}; it decodes with {self.kernels['decode']!r}.")
-        self._engine.fast_decode = bool(on)
+        self.engine.fast_decode = bool(on)
 
     @property
     def context_length(self) -> int:
@@ -117,13 +127,14 @@ class Model:
                intervene: Intervention | None = None) -> np.ndarray:
         """Full forward without a cache: ids `[T]` (or text) -> logits `[T, vocab]` float32.
         `intervene` changes the routing (disabled / forced experts) for this forward."""
-        ids = self._prompt_ids(token_ids, thinking=True)[0]
+        ids = self.prompt_ids(token_ids, thinking=True)[0]
         self._check_context(len(ids), 0)
         plan = plan_probes(self.spec, None, intervene, len(ids))
-        if not plan.active:
-            return self._engine.logits(ids)
-        with self._engine.probe(plan):
-            return self._engine.logits(ids)
+        with self.engine.lock:
+            if not plan.active:
+                return self.engine.logits(ids)
+            with self.engine.probe(plan).installed():
+                return self.engine.logits(ids)
 
     # ---- generation ---------------------------------------------------------------------
     def generate(self, prompt, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
@@ -131,7 +142,7 @@ class Model:
                  seed: int | None = None, stop: str | Sequence[str] | None = None,
                  thinking: bool = True, tools: list[dict] | None = None,
                  ignore_eos: bool = False, trace: Trace | None = None,
-                 intervene: Intervention | None = None) -> Generation:
+                 intervene: Intervention | None = None, raw_control_tokens: bool = False) -> Generation:
         """Generate from a string, a list of chat messages, or token ids.
 
         Chat messages go through the checkpoint's chat template with thinking on or off; the
@@ -139,11 +150,14 @@ class Model:
         `ignore_eos=True` keeps going past end-of-sequence tokens (benchmarks, parity checks).
         `trace=Trace(routing=True, deltanet=True)` records what happens inside (`.routing`,
         `.deltanet`, `.attention` of the result); `intervene=Intervention(...)` changes routing.
+        Control tokens written inside user and tool messages ("<|im_end|>", "<|im_start|>system")
+        stay text, so no message can forge a turn; `raw_control_tokens=True` encodes them as
+        control tokens, as transformers does.
         """
         stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
                              seed=seed, stop=stop, thinking=thinking, tools=tools, ignore_eos=ignore_eos,
-                             trace=trace, intervene=intervene)
+                             trace=trace, intervene=intervene, raw_control_tokens=raw_control_tokens)
         for _ in stream:
             pass
         return stream.generation
@@ -153,7 +167,7 @@ class Model:
                seed: int | None = None, stop: str | Sequence[str] | None = None,
                thinking: bool = True, tools: list[dict] | None = None,
                ignore_eos: bool = False, trace: Trace | None = None,
-               intervene: Intervention | None = None) -> Stream:
+               intervene: Intervention | None = None, raw_control_tokens: bool = False) -> Stream:
         """Like `generate`, but returns a `Stream` that yields text `Chunk`s as they are made
         (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -164,14 +178,15 @@ class Model:
         stops = [stop] if isinstance(stop, str) else list(stop or ())
         if any(not isinstance(s, str) or not s for s in stops):
             raise WorkbenchError(f"stop={stop!r} is invalid: give a non-empty string or a list of them.")
-        ids, prompt_text = self._prompt_ids(prompt, thinking=thinking, tools=tools)
+        ids, prompt_text = self.prompt_ids(prompt, thinking=thinking, tools=tools,
+                                           raw_control_tokens=raw_control_tokens)
         room = self._check_context(len(ids), max_new_tokens)
         budget = min(max_new_tokens, room)
         # Checked before anything runs: a bad or oversized request costs nothing.
         plan = plan_probes(self.spec, trace, intervene, len(ids) + budget)
-        probe = self._engine.probe(plan) if plan.active else None
+        probe = self.engine.probe(plan) if plan.active else None
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
-        loop = DecodeLoop(self._engine, self.tokenizer, ids, budget, sampling,
+        loop = DecodeLoop(self.engine, self.tokenizer, ids, budget, sampling,
                           stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids,
                           probe=probe)
 
@@ -181,7 +196,7 @@ class Model:
             records = {}
             if probe is not None:
                 raw = probe.collect()
-                n_rows = next((v.shape[1] for k, v in raw.items() if k in ("experts", "log_decay")), len(ids))
+                n_rows = raw.n_rows or len(ids)
                 forwarded = np.concatenate([ids, new])[:n_rows]
                 texts = [self.tokenizer.decode([int(t)]) for t in forwarded]
                 records = build_records(raw, plan, self.spec, forwarded, texts, len(ids))
@@ -192,34 +207,38 @@ class Model:
         return Stream(loop, finish, opened)
 
     def chat(self, messages: list[dict], tools: Sequence = (), max_rounds: int = 5, thinking: bool = False,
-             max_new_tokens: int = 512, on_event=None, **sampling):
+             max_new_tokens: int = 512, on_event=None, raw_control_tokens: bool = False, **sampling):
         """Chat with native tool calling: `tools` are plain Python functions (schemas from their
         type hints and docstrings). The model's Qwen3-Coder XML calls are parsed, typed, run (only
         registered functions) and answered with tool responses until it gives a final answer or
         `max_rounds` tool rounds have run. Malformed calls, unknown functions, wrong argument
         types and exceptions come back to the model as tool errors. Returns a `ChatResult`
-        (`.text`, `.messages`, `.calls`); `on_event` sees each chunk, call and result live."""
+        (`.text`, `.messages`, `.calls`); `on_event` sees each chunk, call and result live.
+        Control tokens inside user messages and tool results stay text (`raw_control_tokens`)."""
         from .conversation import ChatLoop
         return ChatLoop(self, messages, tools, max_rounds=max_rounds, thinking=thinking,
-                        max_new_tokens=max_new_tokens, **sampling).run(on_event)
+                        max_new_tokens=max_new_tokens, raw_control_tokens=raw_control_tokens,
+                        **sampling).run(on_event)
 
     # ---- helpers ------------------------------------------------------------------------
-    def _prompt_ids(self, prompt: Any, thinking: bool, tools: list[dict] | None = None
-                    ) -> tuple[np.ndarray, str | None]:
-        """Prompt -> (ids [T] int64, prompt text or None when ids were given)."""
+    def prompt_ids(self, prompt: Any, thinking: bool = True, tools: list[dict] | None = None,
+                   raw_control_tokens: bool = False) -> tuple[np.ndarray, str | None]:
+        """What `generate` feeds the model: a string, chat messages (through the chat template) or
+        token ids -> (ids [T] int64, the prompt text, or None when ids were given)."""
         if isinstance(prompt, str):
             if tools:
                 raise WorkbenchError("tools need a chat: pass a list of messages, not a string.")
             text = prompt
         elif isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-            text = self.apply_chat_template(prompt, enable_thinking=thinking, tools=tools)
-        elif isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and \
-                all(isinstance(t, (int, np.integer)) for t in np.asarray(prompt).ravel().tolist()):
-            ids = np.asarray(prompt, dtype=np.int64).ravel()
-            vocab = self.spec.vocab_size
-            if ids.min() < 0 or ids.max() >= vocab:
-                raise WorkbenchError(f"token ids must be in [0, {vocab}); got {ids.min()}..{ids.max()}.")
-            return ids, None
+            ids, text = self.tokenizer.encode_chat(
+                prompt, escape_roles=() if raw_control_tokens else ("user", "tool"), tools=tools,
+                enable_thinking=thinking, add_generation_prompt=True)
+            if len(ids) == 0:
+                raise WorkbenchError("the prompt is empty: give at least one token of text.")
+            return ids, text
+        elif isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and not \
+                (isinstance(prompt, list) and isinstance(prompt[0], dict)):
+            return self._checked_ids(prompt), None
         else:
             raise WorkbenchError(
                 f"prompt of type {type(prompt).__name__} is not understood: pass a string, a list of "
@@ -228,6 +247,28 @@ class Model:
         if len(ids) == 0:
             raise WorkbenchError("the prompt is empty: give at least one token of text.")
         return ids, text
+
+    def _checked_ids(self, prompt) -> np.ndarray:
+        """Token ids as given by the user -> `[T]` int64, or a WorkbenchError saying what is wrong."""
+        vocab = self.spec.vocab_size
+        if isinstance(prompt, np.ndarray):
+            if prompt.ndim != 1:
+                raise WorkbenchError(f"token ids must be one sequence [T]; got an array of shape {prompt.shape} "
+                                     "(for a batch, generate each row on its own).")
+            if prompt.dtype == bool or not np.issubdtype(prompt.dtype, np.integer):
+                raise WorkbenchError(f"token ids must be integers; got an array of {prompt.dtype}.")
+            values = prompt.tolist()
+        else:
+            values = list(prompt)
+        bad = next((t for t in values if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer))),
+                   None)
+        if bad is not None:
+            raise WorkbenchError(f"token ids must be whole numbers in one flat list; got {bad!r} "
+                                 f"({type(bad).__name__}). Pass a string, chat messages, or a list of ints.")
+        low, high = min(values), max(values)
+        if low < 0 or high >= vocab:
+            raise WorkbenchError(f"token ids must be in [0, {vocab}); got {low}..{high}.")
+        return np.asarray(values, dtype=np.int64)
 
     def _check_context(self, prompt_len: int, max_new_tokens: int) -> int:
         """Raise when the prompt does not fit; return how many new tokens still fit."""

@@ -171,6 +171,11 @@ class ModelSpec:
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "ModelSpec":
         """Build from a parsed config.json (nested `text_config` or flat)."""
+        if not isinstance(config, dict) or not isinstance(config.get("text_config") or {}, dict):
+            raise WorkbenchError(
+                f"config.json holds a {type(config).__name__}, not a JSON object with 'model_type' and the "
+                "architecture's sizes: the file is damaged or not a Hugging Face config; restore it from "
+                "the model's release.")
         model_type = config.get("model_type")
         if model_type not in SUPPORTED_ARCHITECTURES:
             raise WorkbenchError(
@@ -179,11 +184,42 @@ class ModelSpec:
                 "checkpoint (e.g. 'Qwen/Qwen3.5-35B-A3B') or a bundled one ('tiny').")
         text = dict(config.get("text_config") or config)
         try:
-            return cls._from_text_config(model_type, text, config)
+            spec = cls._from_text_config(model_type, text, config)
         except KeyError as exc:
             raise WorkbenchError(
                 f"config.json of this {model_type} model lacks the key {exc.args[0]!r}; the file "
                 "is incomplete or not from a Qwen3.5 release.") from None
+        except (TypeError, ValueError) as exc:
+            raise WorkbenchError(f"config.json of this {model_type} model has a value of the wrong type "
+                                 f"({exc}); restore the file from the model's release.") from None
+        problem = spec._problem()
+        if problem:
+            raise WorkbenchError(f"config.json does not describe a model that can be built: {problem}. "
+                                 "Restore the file from the model's release.")
+        return spec
+
+    def _problem(self) -> str | None:
+        """What makes this architecture impossible, or None."""
+        sizes = dict(hidden_size=self.hidden_size, vocab_size=self.vocab_size,
+                     num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_key_value_heads,
+                     head_dim=self.head_dim, linear_num_key_heads=self.linear_num_key_heads,
+                     linear_num_value_heads=self.linear_num_value_heads, max_position_embeddings=
+                     self.max_position_embeddings)
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                return f"{name} = {value!r} (a whole number >= 1 is needed)"
+        n_layers = self.raw.get("text_config", self.raw).get("num_hidden_layers")
+        if n_layers != self.num_layers:
+            return f"num_hidden_layers = {n_layers!r} but layer_types lists {self.num_layers} layers"
+        unknown = sorted(set(self.layer_types) - {"linear_attention", "full_attention"})
+        if unknown:
+            return f"layer_types names {unknown} (only 'linear_attention' and 'full_attention' exist)"
+        if self.num_experts and not 1 <= self.num_experts_per_tok <= self.num_experts:
+            return (f"num_experts_per_tok = {self.num_experts_per_tok} with {self.num_experts} experts (each "
+                    "token picks between 1 and num_experts of them)")
+        if self.linear_num_value_heads % self.linear_num_key_heads or self.num_attention_heads % self.num_key_value_heads:
+            return "the query/value head counts are not multiples of the key head counts"
+        return None
 
     @classmethod
     def _from_text_config(cls, model_type: str, text: dict, config: dict) -> "ModelSpec":

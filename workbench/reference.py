@@ -14,6 +14,18 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return x / np.sqrt((x * x).sum(-1, keepdims=True) + eps)
 
 
+def delta_rule_step(state, key, value, decay, beta, einsum):
+    """One token of the gated delta rule, for numpy, torch or MLX arrays alike (the probes replay
+    prompt states with it on the device; `einsum` is the framework's).
+
+    state [Hv, Dk, Dv]; key [Hv, Dk] (L2-normalised, repeated per value head); value [Hv, Dv];
+    decay (exp g), beta [Hv]. Returns the state after the token, [Hv, Dk, Dv].
+    """
+    state = state * decay[:, None, None]
+    read = einsum("hkv,hk->hv", state, key)                      # what the state returns for k_t
+    return state + einsum("hk,hv->hkv", key, beta[:, None] * (value - read))
+
+
 def gated_delta_rule(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, decay: np.ndarray,
                      beta: np.ndarray, initial_state: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -33,9 +45,7 @@ def gated_delta_rule(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, 
     state = np.zeros((hv, dk, dv)) if initial_state is None else np.asarray(initial_state, np.float64)
     states, outputs = np.empty((t_len, hv, dk, dv)), np.empty((t_len, hv, dv))
     for t in range(t_len):
-        state = decay[t][:, None, None] * state
-        read = np.einsum("hkv,hk->hv", state, k[t])               # what the state returns for k_t
-        state = state + np.einsum("hk,hv->hkv", k[t], beta[t][:, None] * (v[t] - read))
+        state = delta_rule_step(state, k[t], v[t], np.asarray(decay[t]), np.asarray(beta[t]), np.einsum)
         states[t] = state
         outputs[t] = np.einsum("hkv,hk->hv", state, q[t])
     return states, outputs

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import WorkbenchError
-from .generation import SamplingParams
+from .sampling import SamplingParams
 from .analysis.memory import DTYPE_BYTES
 from .planner.devices import GB, Device, match as match_device
 from .planner.formats import FLOAT32
@@ -102,20 +102,21 @@ def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: 
     if longest > model.context_length:
         raise WorkbenchError(f"the longest test needs {longest:,} tokens of context but the model has "
                              f"{model.context_length:,}: lower depth, prompt_tokens or new_tokens.")
-    engine = model._engine
+    engine = model.engine
     hardware = engine.hardware_name()
     known = _device(device, bandwidth_gbs, hardware)
     per_token = weight_bytes_per_token(model)
     rng = np.random.default_rng(SEED)
     ids = rng.integers(0, model.spec.vocab_size, size=longest + 1).astype(np.int64)
     rows = []
-    for i, test in enumerate(tests):
-        if progress is not None:
-            progress(i, len(tests), test.name)
-        _run(engine, ids, test)  # warm-up, untimed
-        engine.reset_peak_memory()
-        runs = [_run(engine, ids, test) for _ in range(repeats)]
-        rows.append(_row(model, hardware, test, runs, per_token, known))
+    with engine.lock:  # the model is the benchmark's alone while it runs (a chat panel waits)
+        for i, test in enumerate(tests):
+            if progress is not None:
+                progress(i, len(tests), test.name)
+            _run(engine, ids, test)  # warm-up, untimed
+            engine.reset_peak_memory()
+            runs = [_run(engine, ids, test) for _ in range(repeats)]
+            rows.append(_row(model, hardware, test, runs, per_token, known))
     if progress is not None:
         progress(len(tests), len(tests), "done")
     return pd.DataFrame(rows)
@@ -183,7 +184,7 @@ def _row(model, hardware, test: BenchTest, runs: list[_Timing], per_token: float
            "t/s": statistics.fmean(rates), "t/s std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
            "repeats": len(runs), "ttft_ms": np.nan, "latency_ms_median": np.nan, "latency_ms_p99": np.nan,
            "weight_GB/s": np.nan, "ceiling_share": np.nan,
-           "peak_memory_MiB": (model._engine.peak_memory() or np.nan) / 2**20,
+           "peak_memory_MiB": (model.engine.peak_memory() or np.nan) / 2**20,
            "runs_s": total}
     if test.prompt:
         row["ttft_ms"] = 1e3 * statistics.fmean(r.first_token_s for r in runs)

@@ -7,6 +7,8 @@ escaping), so a prompt is the same token ids whichever backend runs it.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +27,20 @@ def _tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=F
                       sort_keys=sort_keys)
 
 
+def _json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; {} when the file is absent."""
+    if not path.exists():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WorkbenchError(f"{path} is not valid JSON ({exc}): copy it again from the model's release.") from None
+    if not isinstance(value, dict):
+        raise WorkbenchError(f"{path} holds a {type(value).__name__}, not a JSON object: copy it again from "
+                             "the model's release.")
+    return value
+
+
 class Tokenizer:
     """Encode, decode and render chats for one checkpoint folder."""
 
@@ -37,25 +53,31 @@ class Tokenizer:
             raise WorkbenchError(
                 f"{folder} has no tokenizer.json: the workbench needs the fast tokenizer file that "
                 "Qwen releases ship. Copy it from the model's Hub repository into this folder.")
-        self._tok = _HFTokenizer.from_file(str(path))
-        config_path = folder / "tokenizer_config.json"
-        self.config: dict = json.loads(config_path.read_text()) if config_path.exists() else {}
+        try:
+            self._tok = _HFTokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for a file it cannot parse
+            raise WorkbenchError(f"{path} is not a tokenizer the tokenizers library can read ({exc}): "
+                                 "copy tokenizer.json again from the model's release.") from None
+        self.config: dict = _json_object(folder / "tokenizer_config.json")
         template_path = folder / "chat_template.jinja"
         self.chat_template: str | None = (
             template_path.read_text() if template_path.exists() else self.config.get("chat_template"))
+        if self.chat_template is not None and not isinstance(self.chat_template, str):
+            raise WorkbenchError("tokenizer_config.json's chat_template is not a string (named templates "
+                                 "are not supported): save the template as chat_template.jinja.")
+        if self.chat_template:
+            self._template  # compiled now: a broken template is reported at load, not at the first chat
         self.eos_token_ids: tuple[int, ...] = self._eos_ids(folder)
 
     def _eos_ids(self, folder: Path) -> tuple[int, ...]:
         """Ids that end a generation: generation_config.json, then the config, then <|im_end|>."""
         ids: list[int] = []
         for name in ("generation_config.json", "config.json"):
-            path = folder / name
-            if path.exists():
-                cfg = json.loads(path.read_text())
-                for source in (cfg, cfg.get("text_config", {})):
-                    value = source.get("eos_token_id")
-                    if value is not None:
-                        ids += value if isinstance(value, list) else [value]
+            cfg = _json_object(folder / name)
+            for source in (cfg, cfg.get("text_config") or {}):
+                value = source.get("eos_token_id") if isinstance(source, dict) else None
+                if value is not None:
+                    ids += value if isinstance(value, list) else [value]
         for token in ("<|im_end|>", "<|endoftext|>"):
             token_id = self._tok.token_to_id(token)
             if token_id is not None:
@@ -68,6 +90,71 @@ class Tokenizer:
     def encode(self, text: str) -> np.ndarray:
         """Text -> token ids `[T]` int64 (no special tokens added: Qwen adds none)."""
         return np.asarray(self._tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    @cached_property
+    def control_tokens(self) -> tuple[str, ...]:
+        """The chat format's markup tokens (<|im_start|>, <|im_end|>, <think>, <tool_call>, ...):
+        every added token, longest first."""
+        tokens = {t.content for t in self._tok.get_added_tokens_decoder().values() if t.content}
+        return tuple(sorted(tokens, key=len, reverse=True))
+
+    @cached_property
+    def _as_text(self):
+        """A copy of the tokenizer that reads special-token strings as plain text."""
+        from tokenizers import Tokenizer as _HFTokenizer
+        plain = _HFTokenizer.from_str(self._tok.to_str())
+        plain.encode_special_tokens = True
+        return plain
+
+    def encode_chat(self, messages: list[dict[str, Any]], *, escape_roles: Sequence[str] = ("user", "tool"),
+                    **render: Any) -> tuple[np.ndarray, str]:
+        """Render a conversation and encode it so that control tokens inside the content of
+        `escape_roles` messages stay text: a user or a tool result that writes
+        "<|im_end|>\n<|im_start|>system" gets those characters, not a forged turn. The template's
+        own markup is encoded as control tokens. Returns (ids [T] int64, the rendered text).
+        Content without control tokens encodes exactly as `encode(apply_chat_template(...))`."""
+        if not escape_roles:
+            text = self.apply_chat_template(messages, **render)
+            return self.encode(text), text
+        nonce = secrets.token_hex(4)
+        found: list[str] = []
+
+        def mark(text: str) -> str:
+            if not isinstance(text, str) or not any(c in text for c in self.control_tokens):
+                return text
+            pattern = "|".join(re.escape(c) for c in self.control_tokens)
+
+            def sub(m):
+                found.append(m.group(0))
+                return f"\ue000{nonce}{len(found) - 1}\ue001"
+            return re.sub(pattern, sub, text)
+
+        marked = []
+        for message in messages:
+            if isinstance(message, dict) and message.get("role") in escape_roles:
+                message = dict(message)
+                content = message.get("content")
+                if isinstance(content, list):
+                    message["content"] = [dict(p, text=mark(p["text"])) if isinstance(p, dict) and "text" in p
+                                          else p for p in content]
+                else:
+                    message["content"] = mark(content)
+            marked.append(message)
+        rendered = self.apply_chat_template(marked, **render)
+        if not found:
+            return self.encode(rendered), rendered
+        ids: list[int] = []
+        pieces = re.split(f"\ue000{nonce}(\\d+)\ue001", rendered)
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                ids += self._tok.encode(piece, add_special_tokens=False).ids if piece else []
+            else:
+                control = found[int(piece)]
+                # Split in two so that added tokens that are not "special" do not match either.
+                ids += self._as_text.encode(control[:1], add_special_tokens=False).ids
+                ids += self._as_text.encode(control[1:], add_special_tokens=False).ids
+        text = re.sub(f"\ue000{nonce}(\\d+)\ue001", lambda m: found[int(m.group(1))], rendered)
+        return np.asarray(ids, dtype=np.int64), text
 
     def decode(self, ids: Sequence[int] | np.ndarray, skip_special_tokens: bool = False) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
@@ -85,7 +172,11 @@ class Tokenizer:
                                             extensions=[jinja2.ext.loopcontrols])
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_template_error
-        return env.from_string(self.chat_template)
+        try:
+            return env.from_string(self.chat_template)
+        except jinja2.TemplateSyntaxError as exc:
+            raise WorkbenchError(f"the chat template does not compile (line {exc.lineno}: {exc.message}): "
+                                 "fix chat_template.jinja, or copy it again from the model's release.") from None
 
     def apply_chat_template(self, messages: list[dict[str, Any]], *, tools: list[dict] | None = None,
                             add_generation_prompt: bool = True, enable_thinking: bool = True,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import types
 import typing
@@ -124,9 +125,20 @@ _PARAM = re.compile(r"<parameter=([^>\n]*)>(.*?)(</parameter>|(?=<parameter=)|(?
 
 
 def strip_thinking(text: str) -> str:
-    """Drop <think>...</think> blocks (and an unclosed trailing one): calls inside thinking are not calls."""
-    text = re.sub(re.escape(THINK_OPEN) + r".*?" + re.escape(THINK_CLOSE), "", text, flags=re.S)
-    return text.split(THINK_OPEN, 1)[0]
+    """Drop <think>...</think> blocks (and an unclosed trailing one): calls inside thinking are not
+    calls. One pass over the text, whatever the model wrote."""
+    out, pos = [], 0
+    while True:
+        start = text.find(THINK_OPEN, pos)
+        if start == -1:
+            out.append(text[pos:])
+            break
+        out.append(text[pos:start])
+        end = text.find(THINK_CLOSE, start + len(THINK_OPEN))
+        if end == -1:
+            break
+        pos = end + len(THINK_CLOSE)
+    return "".join(out)
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
@@ -172,6 +184,21 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
 
 
 # ---- typing and running -----------------------------------------------------------------
+# Plain ASCII numbers only: int() and float() also read other scripts' digits ('٣' is 3).
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
 def _coerce(value: Any, schema: dict, name: str) -> Any:
     kind = schema.get("type")
     if "enum" in schema:
@@ -190,20 +217,17 @@ def _coerce(value: Any, schema: dict, name: str) -> Any:
         return value
     text = value.strip()
     try:
-        if kind == "integer":
+        if kind == "integer" and _INTEGER.fullmatch(text):
             return int(text)
-        if kind == "number":
+        if kind == "number" and _NUMBER.fullmatch(text) and math.isfinite(float(text)):
             return float(text)
-        if kind == "boolean":
-            if text.lower() in ("true", "false"):
-                return text.lower() == "true"
-            raise ValueError
+        if kind == "boolean" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
         if kind in ("array", "object"):
-            parsed = json.loads(text)
-            if not isinstance(parsed, list if kind == "array" else dict):
-                raise ValueError
-            return parsed
-    except ValueError:
+            parsed = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+            if isinstance(parsed, list if kind == "array" else dict):
+                return parsed
+    except (ValueError, RecursionError):  # RecursionError: JSON nested past Python's stack
         pass
     expected = {"integer": "an integer", "number": "a number", "boolean": "true or false",
                 "array": "a JSON array", "object": "a JSON object"}.get(kind, kind)
@@ -243,8 +267,8 @@ class ToolBox:
             return call
         try:
             call.arguments = {k: _coerce(v, props[k], k) for k, v in call.arguments.items()}
-        except ValueError as exc:
-            call.error = f"{call.name}: {exc}"
+        except (ValueError, TypeError, RecursionError) as exc:
+            call.error = f"{call.name}: {exc}"[:500]
         return call
 
     def run(self, call: ToolCall) -> str:
@@ -255,4 +279,9 @@ class ToolBox:
             result = self.tools[call.name].fn(**call.arguments)
         except Exception as exc:  # noqa: BLE001 - a tool's failure goes back to the model
             return f"Error: {call.name} raised {type(exc).__name__}: {exc}"
-        return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+        if isinstance(result, str):
+            return result
+        try:
+            return json.dumps(result, ensure_ascii=False, default=str)
+        except (ValueError, TypeError, RecursionError) as exc:  # circular, or nested past the stack
+            return f"Error: {call.name} returned a value that cannot be written as JSON ({type(exc).__name__}: {exc})"

@@ -8,7 +8,8 @@ top-k); DeltaNet per-token summaries `[lin_layer, token, head]`; states `[Hv, Dk
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import zipfile
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,6 +19,7 @@ from .errors import WorkbenchError
 from .model_spec import ModelSpec
 
 DEFAULT_BUDGET = 1 << 30  # bytes a DeltaNet / attention capture may keep unless told otherwise
+LOAD_LIMIT = 4 << 30      # bytes a saved record may expand to when loaded unless told otherwise
 
 
 # ---- requests ---------------------------------------------------------------------------
@@ -52,12 +54,15 @@ class Trace:
     deltanet:     True for per-token summaries, or a `DeltaNetCapture` for states and inputs.
     attention:    attention probabilities of the full-attention layers over the prompt
                   `[full_layer, head, query, key]` (prefill only; keep prompts short).
+    max_bytes:    refuse up front router probabilities or attention maps that could take more
+                  (DeltaNet captures have their own `DeltaNetCapture.max_bytes`).
     """
 
     routing: bool = False
     router_probs: bool = False
     deltanet: bool | DeltaNetCapture = False
     attention: bool = False
+    max_bytes: int = DEFAULT_BUDGET
 
     @property
     def deltanet_capture(self) -> DeltaNetCapture | None:
@@ -80,36 +85,65 @@ class Intervention:
     positions: Sequence[int] | None = None
 
     def validate(self, spec: ModelSpec) -> None:
+        self.masks(spec)
+
+    def masks(self, spec: ModelSpec) -> dict[int, tuple[np.ndarray, int]]:
+        """Check against the model; {model layer: (disabled [num_experts] bool, forced expert or -1)}."""
         if not spec.is_moe:
             raise WorkbenchError("this model is dense (no experts): routing interventions need a "
                                  "MoE checkpoint such as 'tiny' or 'Qwen/Qwen3.5-35B-A3B'.")
         n, k = spec.num_experts, spec.num_experts_per_tok
+        if not isinstance(self.disable, Mapping) or not isinstance(self.force, Mapping):
+            raise WorkbenchError("Intervention takes disable={layer: [experts]} and force={layer: expert} "
+                                 "as dicts keyed by model layer index.")
         for layer in list(self.disable) + list(self.force):
-            if layer not in spec.moe_layers:
-                raise WorkbenchError(f"layer {layer} is not a MoE layer of this model; MoE layers are "
-                                     f"{_short(spec.moe_layers)}.")
+            if not is_index(layer) or int(layer) not in spec.moe_layers:
+                raise WorkbenchError(f"layer {layer!r} is not a MoE layer of this model; MoE layers are "
+                                     f"{short_list(spec.moe_layers)}.")
+        out: dict[int, tuple[np.ndarray, int]] = {}
         for layer, experts in self.disable.items():
+            if isinstance(experts, (str, bytes)) or not isinstance(experts, (Sequence, set, frozenset, np.ndarray)):
+                raise WorkbenchError(f"disable[{layer}] = {experts!r}: give a list of expert indices, "
+                                     f"e.g. disable={{{layer}: [0, 5]}}.")
             experts = list(experts)
-            bad = [e for e in experts if not 0 <= int(e) < n]
+            bad = [e for e in experts if not is_index(e) or not 0 <= int(e) < n]
             if bad:
-                raise WorkbenchError(f"disable[{layer}] names experts {bad} outside 0..{n - 1}.")
-            if n - len(set(experts)) < k:
-                raise WorkbenchError(f"disable[{layer}] leaves {n - len(set(experts))} experts, fewer "
+                raise WorkbenchError(f"disable[{layer}] names {bad}: these are outside 0..{n - 1} or not whole numbers (experts are numbered 0..{n - 1}).")
+            if n - len(set(map(int, experts))) < k:
+                raise WorkbenchError(f"disable[{layer}] leaves {n - len(set(map(int, experts)))} experts, fewer "
                                      f"than the {k} each token needs; disable at most {n - k}.")
+            disabled = np.zeros(n, dtype=bool)
+            disabled[[int(e) for e in experts]] = True
+            out[int(layer)] = (disabled, -1)
         for layer, expert in self.force.items():
-            if not 0 <= int(expert) < n:
-                raise WorkbenchError(f"force[{layer}] = {expert} is outside 0..{n - 1}.")
-            if int(expert) in set(map(int, self.disable.get(layer, ()))):
+            if not is_index(expert) or not 0 <= int(expert) < n:
+                raise WorkbenchError(f"force[{layer}] = {expert!r}: force one expert per layer, a whole "
+                                     f"number in 0..{n - 1} (e.g. force={{{layer}: 3}}).")
+            disabled = out.get(int(layer), (np.zeros(n, dtype=bool), -1))[0]
+            if disabled[int(expert)]:
                 raise WorkbenchError(f"force[{layer}] = {expert} is also disabled in that layer.")
-
-    def masks(self, spec: ModelSpec) -> dict[int, tuple[np.ndarray, int]]:
-        """{model layer: (disabled [num_experts] bool, forced expert or -1)} for the backends."""
-        out = {}
-        for layer in set(self.disable) | set(self.force):
-            disabled = np.zeros(spec.num_experts, dtype=bool)
-            disabled[list(map(int, self.disable.get(layer, ())))] = True
-            out[layer] = (disabled, int(self.force.get(layer, -1)))
+            out[int(layer)] = (disabled, int(expert))
         return out
+
+    def checked_positions(self, n_tokens: int) -> frozenset[int] | None:
+        """`positions` as a set, checked against a run that forwards at most `n_tokens` tokens."""
+        if self.positions is None:
+            return None
+        if isinstance(self.positions, (str, bytes)) or not isinstance(self.positions, (Sequence, set, frozenset,
+                                                                                        np.ndarray, range)):
+            raise WorkbenchError(f"positions={self.positions!r}: give a list of token positions (or None "
+                                 "for every token).")
+        positions = list(self.positions)
+        bad = [p for p in positions if not is_index(p) or not 0 <= int(p) < n_tokens]
+        if bad:
+            raise WorkbenchError(f"positions {short_list(bad)} are outside this run: it forwards at most "
+                                 f"{n_tokens} tokens (positions 0..{n_tokens - 1}; the prompt starts at 0).")
+        return frozenset(map(int, positions))
+
+
+def is_index(value) -> bool:
+    """A whole number (int or numpy integer), not a bool, float or string."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 # ---- records ----------------------------------------------------------------------------
@@ -148,27 +182,51 @@ class _Record:
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
-    def load(cls, path: str | Path):
-        with np.load(Path(path), allow_pickle=False) as data:
-            kind = str(data["__kind__"]) if "__kind__" in data else "?"
+    def load(cls, path: str | Path, max_bytes: int = LOAD_LIMIT):
+        """Read a record written by `save`. Arrays are checked before they are read: a file whose
+        arrays would expand past `max_bytes`, or whose shapes disagree with each other, is refused."""
+        path = Path(path)
+        shapes = _npz_headers(path, max_bytes)
+        kind = "?"
+        with np.load(path, allow_pickle=False) as data:
+            if "__kind__" in shapes:
+                kind = str(data["__kind__"])
             if kind != cls.__name__:
                 raise WorkbenchError(f"{path} holds a {kind}, not a {cls.__name__}; load it with "
                                      f"workbench.{kind}.load.")
             values = {}
             for f in fields(cls):
-                if f.name in data:
+                if f.name in shapes:
                     v = data[f.name]
                     values[f.name] = v.item() if v.ndim == 0 else v
                 else:
                     values[f.name] = None
-        return cls(**values)
+        record = cls(**values)
+        try:
+            problem = record._shape_problem()
+        except (ValueError, TypeError, AttributeError, IndexError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        if problem:
+            raise WorkbenchError(f"{path} is not a consistent {cls.__name__}: {problem}. The file is damaged "
+                                 "or was not written by workbench; record it again.")
+        return record
+
+    def _shape_problem(self) -> str | None:
+        """What disagrees between the arrays' shapes, or None."""
+        missing = [f.name for f in fields(self) if f.default is MISSING and getattr(self, f.name) is None]
+        if missing:
+            return f"{', '.join(missing)} missing"
+        n = len(self.token_ids)
+        if self.tokens.shape != (n,) or self.phase.shape != (n,) or self.token_ids.ndim != 1:
+            return "tokens, token_ids and phase differ in length"
+        return None
 
     @staticmethod
     def _find(layers: np.ndarray, layer: int, problem: str) -> int:
         """Row of model layer `layer` in `layers`; else a WorkbenchError saying `problem`."""
         hits = np.flatnonzero(layers == layer)
         if not len(hits):
-            raise WorkbenchError(f"layer {layer} {problem}: {_short(layers.tolist())}.")
+            raise WorkbenchError(f"layer {layer} {problem}: {short_list(layers.tolist())}.")
         return int(hits[0])
 
     def _check_position(self, t: int) -> int:
@@ -203,6 +261,21 @@ class RoutingTrace(_Record):
     @property
     def top_k(self) -> int:
         return self.experts.shape[2]
+
+    def _shape_problem(self) -> str | None:
+        problem = super()._shape_problem()
+        if problem:
+            return problem
+        n, (nl,) = len(self.token_ids), self.layers.shape
+        if self.experts.ndim != 3 or self.experts.shape[:2] != (nl, n) or self.weights.shape != self.experts.shape:
+            return f"experts/weights are {self.experts.shape}/{self.weights.shape}, not [{nl}, {n}, k]"
+        if self.shared_gate.shape != (nl, n):
+            return f"shared_gate is {self.shared_gate.shape}, not [{nl}, {n}]"
+        if self.experts.size and not 0 <= self.experts.min() <= self.experts.max() < int(self.num_experts):
+            return f"expert ids fall outside 0..{int(self.num_experts) - 1}"
+        if self.probs is not None and self.probs.shape != (nl, n, int(self.num_experts)):
+            return f"probs are {self.probs.shape}, not [{nl}, {n}, {int(self.num_experts)}]"
+        return None
 
     def row(self, layer: int) -> int:
         """Row of model layer `layer` in the `[moe_layer, ...]` arrays."""
@@ -257,6 +330,27 @@ class DeltaNetTrace(_Record):
     def num_heads(self) -> int:
         return self.decay.shape[2]
 
+    def _shape_problem(self) -> str | None:
+        problem = super()._shape_problem()
+        if problem:
+            return problem
+        n, (nl,), (ns,) = len(self.token_ids), self.layers.shape, self.state_layers.shape
+        h = self.decay.shape[-1] if self.decay.ndim == 3 else -1
+        for name in ("decay", "beta", "state_norm"):
+            if getattr(self, name).shape != (nl, n, h):
+                return f"{name} is {getattr(self, name).shape}, not [{nl}, {n}, {h}]"
+        if self.final_state.ndim != 4 or self.final_state.shape[:2] != (ns, h):
+            return f"final_state is {self.final_state.shape}, not [{ns}, {h}, Dk, Dv]"
+        if self.states is not None:
+            want = (ns, len(self.state_tokens), len(self.state_heads), *self.final_state.shape[2:])
+            if self.states.shape != want:
+                return f"states are {self.states.shape}, not {list(want)}"
+        for name in ("queries", "keys", "values"):
+            value = getattr(self, name)
+            if value is not None and (value.ndim != 4 or value.shape[:2] != (ns, n)):
+                return f"{name} are {value.shape}, not [{ns}, {n}, heads, dim]"
+        return None
+
     def row(self, layer: int) -> int:
         return self._find(self.layers, layer, "is not a Gated DeltaNet layer of this trace; its "
                                               "linear-attention layers are")
@@ -276,9 +370,9 @@ class DeltaNetTrace(_Record):
         hi = np.flatnonzero(self.state_heads == head)
         if not len(ti):
             raise WorkbenchError(f"no state was kept after token {token}; kept tokens: "
-                                 f"{_short(self.state_tokens.tolist())}.")
+                                 f"{short_list(self.state_tokens.tolist())}.")
         if not len(hi):
-            raise WorkbenchError(f"head {head} was not kept; kept heads: {_short(self.state_heads.tolist())}.")
+            raise WorkbenchError(f"head {head} was not kept; kept heads: {short_list(self.state_heads.tolist())}.")
         return self.states[li, ti[0], hi[0]]
 
     def __repr__(self) -> str:
@@ -302,168 +396,46 @@ class AttentionTrace(_Record):
     tokens: np.ndarray
     phase: np.ndarray
 
+    def _shape_problem(self) -> str | None:
+        problem = super()._shape_problem()
+        if problem:
+            return problem
+        n, (nl,) = len(self.token_ids), self.layers.shape
+        if self.probs.ndim != 4 or self.probs.shape[0] != nl or self.probs.shape[2:] != (n, n):
+            return f"probs are {self.probs.shape}, not [{nl}, heads, {n}, {n}]"
+        return None
+
     def row(self, layer: int) -> int:
         return self._find(self.layers, layer, "is not a full-attention layer; they are")
 
 
-# ---- resolving a request against a model ------------------------------------------------
-@dataclass(frozen=True)
-class ProbePlan:
-    """A validated request, in the concrete terms a backend's probe needs."""
-
-    routing: bool = False
-    router_probs: bool = False
-    deltanet: bool = False
-    state_layers: tuple[int, ...] = ()     # model layers whose states / inputs / final are kept
-    state_heads: tuple[int, ...] = ()
-    state_tokens: frozenset[int] | None = None  # None: keep no per-token states
-    inputs: bool = False
-    attention: bool = False
-    intervention: dict = field(default_factory=dict)  # Intervention.masks()
-    positions: frozenset[int] | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.routing or self.deltanet or self.attention or bool(self.intervention)
-
-
-def plan_probes(spec: ModelSpec, trace: Trace | None, intervention: Intervention | None,
-                n_tokens: int) -> ProbePlan:
-    """Check `trace` and `intervention` against the model, and the capture size against its budget
-    for a run that forwards at most `n_tokens` tokens; raise a WorkbenchError saying how to fix it."""
-    trace = trace or Trace()
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(f"trace={trace!r} is not understood: pass workbench.Trace(routing=True, ...).")
-    if (trace.routing or trace.router_probs) and not spec.is_moe:
-        raise WorkbenchError("this model is dense: it has no experts to route to. Routing needs a MoE "
-                             "checkpoint ('tiny', 'Qwen/Qwen3.5-35B-A3B', ...); DeltaNet tracing works "
-                             "on dense models too.")
-    if intervention is not None:
-        if not isinstance(intervention, Intervention):
-            raise WorkbenchError("intervene= takes a workbench.Intervention(disable={layer: [experts]}, "
-                                 "force={layer: expert}).")
-        intervention.validate(spec)
-    capture = trace.deltanet_capture
-    kw: dict = {}
-    if capture is not None:
-        if not isinstance(capture, DeltaNetCapture):
-            raise WorkbenchError("Trace(deltanet=...) takes True or a workbench.DeltaNetCapture(...).")
-        layers = tuple(spec.linear_layers if capture.layers is None else map(int, capture.layers))
-        for layer in layers:
-            if layer not in spec.linear_layers:
-                raise WorkbenchError(f"layer {layer} is not a Gated DeltaNet layer; this model's linear-"
-                                     f"attention layers are {_short(spec.linear_layers)}.")
-        hv = spec.linear_num_value_heads
-        heads = tuple(range(hv) if capture.heads is None else map(int, capture.heads))
-        for h in heads:
-            if not 0 <= h < hv:
-                raise WorkbenchError(f"head {h} is out of range: the DeltaNet layers have {hv} value heads "
-                                     f"(0..{hv - 1}).")
-        if capture.states is None:
-            tokens = None
-        elif isinstance(capture.states, str):
-            if capture.states != "all":
-                raise WorkbenchError(f"states={capture.states!r}: use 'all', a list of token positions or None.")
-            tokens = frozenset(range(n_tokens))
-        else:
-            tokens = frozenset(int(t) for t in capture.states)
-            if any(t < 0 for t in tokens):
-                raise WorkbenchError("states= takes token positions >= 0 (the prompt starts at 0).")
-        kw = dict(deltanet=True, state_layers=layers, state_heads=heads, state_tokens=tokens,
-                  inputs=capture.inputs)
-        need = deltanet_bytes(spec, n_tokens, len(layers), len(heads),
-                              0 if tokens is None else min(len(tokens), n_tokens), capture.inputs)
-        if need > capture.max_bytes:
-            raise WorkbenchError(
-                f"this DeltaNet capture could keep {_bytes(need)} (up to {n_tokens} tokens, {len(layers)} "
-                f"layers, {len(heads)} heads of {spec.linear_key_head_dim}x{spec.linear_value_head_dim} "
-                f"float32 states), over its budget of {_bytes(capture.max_bytes)}. Keep states at fewer "
-                "tokens (states=[...]), layers (layers=[...]) or heads (heads=[...]), generate fewer "
-                "tokens, or raise max_bytes.")
-    if trace.attention:
-        need = len(spec.full_attention_layers) * spec.num_attention_heads * n_tokens ** 2 * 4
-        if need > DEFAULT_BUDGET:
-            raise WorkbenchError(f"attention maps for {n_tokens} tokens would take {_bytes(need)}: "
-                                 "capture them on a shorter prompt (a few hundred tokens).")
-    return ProbePlan(routing=trace.routing or trace.router_probs, router_probs=trace.router_probs,
-                     attention=trace.attention,
-                     intervention=intervention.masks(spec) if intervention else {},
-                     positions=(frozenset(map(int, intervention.positions))
-                                if intervention and intervention.positions is not None else None),
-                     **kw)
-
-
-def deltanet_bytes(spec: ModelSpec, n_tokens: int, n_layers: int, n_heads: int, n_state_tokens: int,
-                   inputs: bool) -> int:
-    """Bytes a DeltaNet capture keeps (float32)."""
-    nl, hv, hk = len(spec.linear_layers), spec.linear_num_value_heads, spec.linear_num_key_heads
-    dk, dv = spec.linear_key_head_dim, spec.linear_value_head_dim
-    summaries = 3 * nl * n_tokens * hv
-    final = n_layers * hv * dk * dv
-    states = n_layers * n_state_tokens * n_heads * dk * dv
-    ins = n_layers * n_tokens * (2 * hk * dk + hv * dv) if inputs else 0
-    return 4 * (summaries + final + states + ins)
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
-def _short(values: Sequence[int]) -> str:
+def short_list(values: Sequence[int]) -> str:
     values = list(values)
     return ", ".join(map(str, values)) if len(values) <= 12 else \
         f"{', '.join(map(str, values[:6]))}, ... {values[-1]} ({len(values)} in all)"
 
 
-# ---- from a probe's raw arrays to records -----------------------------------------------
-def build_records(raw: dict[str, np.ndarray], plan: ProbePlan, spec: ModelSpec, token_ids: np.ndarray,
-                  tokens: Sequence[str], n_prompt: int) -> dict[str, _Record]:
-    """Turn a probe's `collect()` output into records. `token_ids` [T] are the forwarded tokens
-    (prompt first), `tokens` their text; rows of `raw` follow the same order."""
-    n = len(token_ids)
-    common = dict(token_ids=np.asarray(token_ids, dtype=np.int64), tokens=np.asarray(list(tokens), dtype=str),
-                  phase=np.where(np.arange(n) < n_prompt, "prompt", "decode"))
-    out: dict[str, _Record] = {}
-    if "experts" in raw:
-        experts, weights = raw["experts"][:, :n], raw["weights"][:, :n].astype(np.float32)
-        order = np.argsort(-weights, axis=-1, kind="stable")  # largest weight first
-        probs = raw.get("router_probs")
-        out["routing"] = RoutingTrace(
-            experts=np.take_along_axis(experts, order, -1).astype(np.int32),
-            weights=np.take_along_axis(weights, order, -1),
-            shared_gate=raw["shared_gate"][:, :n].astype(np.float32),
-            layers=np.asarray(spec.moe_layers, dtype=np.int64), num_experts=spec.num_experts,
-            probs=None if probs is None else probs[:, :n].astype(np.float32), **common)
-    if "log_decay" in raw:
-        states, state_tokens = raw.get("states"), raw.get("state_tokens")
-        if states is not None:
-            keep = state_tokens < n
-            states, state_tokens = states[:, keep], state_tokens[keep]
-        heads = None
-        if states is not None:
-            heads = np.asarray(plan.state_heads, dtype=np.int64)
-        out["deltanet"] = DeltaNetTrace(
-            layers=np.asarray(spec.linear_layers, dtype=np.int64),
-            decay=np.exp(raw["log_decay"][:, :n]).astype(np.float32),
-            beta=raw["beta"][:, :n].astype(np.float32),
-            state_norm=raw["state_norm"][:, :n].astype(np.float32),
-            final_state=raw["final_state"].astype(np.float32),
-            state_layers=np.asarray(plan.state_layers, dtype=np.int64),
-            states=states, state_tokens=state_tokens, state_heads=heads,
-            queries=_cut(raw.get("queries"), n), keys=_cut(raw.get("keys"), n),
-            values=_cut(raw.get("values"), n), **common)
-    if "attention" in raw:
-        t = raw["attention"].shape[-1]
-        out["attention"] = AttentionTrace(
-            probs=raw["attention"].astype(np.float32),
-            layers=np.asarray(spec.full_attention_layers, dtype=np.int64),
-            **{k: v[:t] for k, v in common.items()})
-    return out
-
-
-def _cut(x: np.ndarray | None, n: int) -> np.ndarray | None:
-    return None if x is None else x[:, :n].astype(np.float32)
+def _npz_headers(path: Path, max_bytes: int) -> dict[str, tuple[int, ...]]:
+    """{array name: shape} of an `.npz`, read from the headers alone (nothing is decompressed)."""
+    if not path.is_file():
+        raise WorkbenchError(f"{path} is not a file: give the path `save` returned (it ends in .npz).")
+    shapes, total = {}, 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                            else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read(member)
+                if dtype.hasobject:
+                    raise WorkbenchError(f"{path} holds Python objects ({info.filename}); records hold "
+                                         "numbers and strings only.")
+                shapes[info.filename.removesuffix(".npy")] = shape
+                total += int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise WorkbenchError(f"{path} is not a record saved by workbench ({exc}).") from None
+    if total > max_bytes:
+        raise WorkbenchError(f"{path} would expand to {total / 2**20:,.1f} MiB, over the limit of "
+                             f"{max_bytes / 2**20:,.1f} MiB: pass max_bytes= to load it anyway if you trust it.")
+    return shapes

@@ -87,7 +87,7 @@ cells = [
     md("## Bounded captures\n\nA full state of Qwen3.5-35B-A3B is 60 MiB per token, so by default only the "
        "summaries are kept and a request that could exceed the budget (1 GiB unless `max_bytes` says "
        "otherwise) is refused before anything runs, with advice:"),
-    code("from workbench.trace import plan_probes\n\nbig = workbench.ModelSpec.from_file(files(\"workbench\") / \"configs\" / \"Qwen3.5-35B-A3B.json\")\n"
+    code("from workbench.capture import plan_probes\n\nbig = workbench.ModelSpec.from_file(files(\"workbench\") / \"configs\" / \"Qwen3.5-35B-A3B.json\")\n"
          "try:\n    plan_probes(big, Trace(deltanet=DeltaNetCapture(states=\"all\")), None, n_tokens=512)\n"
          "except workbench.WorkbenchError as e:\n    print(e)"),
     md("## The explorer\n\nPick a layer and a head, press play (or drag the token slider) to watch the state "

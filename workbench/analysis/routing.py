@@ -228,7 +228,7 @@ class InterventionEffect:
 def intervention_effect(model: "Model", prompt, intervention: Intervention,
                         max_new_tokens: int = 24) -> InterventionEffect:
     """Run `prompt` with and without `intervention` (same backend) and compare."""
-    ids = model._prompt_ids(prompt, thinking=False)[0]
+    ids = model.prompt_ids(prompt, thinking=False)[0]
     base, changed = model.logits(ids), model.logits(ids, intervene=intervention)
     lp, lq = _log_softmax(base), _log_softmax(changed)
     kl = (np.exp(lp) * (lp - lq)).sum(-1)

@@ -7,36 +7,35 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable
+import threading
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 
-from ..generation import SamplingParams
+from ..capture import Captured, ProbePlan
 from ..model_spec import ModelSpec
-from ..trace import ProbePlan
+from ..sampling import SamplingParams
 
 # A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).
 Sampler = Callable[[Any], Any]
 
 
 class Probe(ABC):
-    """Records what a `ProbePlan` asks for (and applies its routing changes) while entered.
-
-    Recording keeps device arrays; `collect` converts them to numpy once, after the run. Keys:
-    experts, weights [moe_layer, token, k]; shared_gate [moe_layer, token]; router_probs
-    [moe_layer, token, E]; log_decay, beta, state_norm [lin_layer, token, Hv]; final_state
-    [state_layer, Hv, Dk, Dv]; states [state_layer, state_token, state_head, Dk, Dv] with
-    state_tokens; queries, keys [state_layer, token, Hk, Dk]; values [state_layer, token, Hv, Dv];
-    attention [full_layer, head, T, T]. States in torch order, whatever the framework keeps."""
-
-    def __enter__(self) -> "Probe":
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        return False
+    """One run's recording (and routing changes) as a `ProbePlan` asks. It is hooked into the model
+    only for the forward calls of its own run (`installed()`, which always restores the model), so
+    it never touches another generation; `collect()` returns what it recorded, as numpy."""
 
     @abstractmethod
-    def collect(self) -> dict[str, np.ndarray]: ...
+    def installed(self) -> ContextManager[None]:
+        """Hook into the model for one forward call."""
+
+    @abstractmethod
+    def collect(self) -> Captured: ...
+
+    def drain(self) -> list:
+        """Device arrays to evaluate with the next queued step (lazy frameworks); default none."""
+        return []
 
 
 class Backend(ABC):
@@ -79,6 +78,18 @@ class Backend(ABC):
         """Run `tokens` (numpy ids `[T]`, or a token the sampler returned) through the model,
         extending `cache`; return the last position's logits as a device array `[vocab]`."""
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held for every call into the model, so generations in several threads interleave step by
+        step (each on its own cache) and never run the model at the same moment."""
+        # dict.setdefault is atomic: two threads asking first still share one lock.
+        return self.__dict__.setdefault("_lock", threading.RLock())
+
+    def step(self, tokens: Any, cache: Any, probe: Probe | None = None) -> Any:
+        """`forward` under the model's lock, with `probe` hooked in for this call only."""
+        with self.lock, (probe.installed() if probe is not None else nullcontext()):
+            return self.forward(tokens, cache)
+
     @abstractmethod
     def probe(self, plan: ProbePlan) -> Probe:
         """A probe that records (and intervenes) as `plan` says while entered."""
@@ -100,8 +111,9 @@ class Backend(ABC):
         import platform
         return platform.processor() or platform.machine() or "cpu"
 
-    def queue(self, value: Any) -> None:
-        """Start computing `value` without waiting (asynchronous devices); default: nothing."""
+    def queue(self, value: Any, probe: Probe | None = None) -> None:
+        """Start computing `value` (and what `probe` recorded with it) without waiting
+        (asynchronous devices); default: nothing."""
 
     @abstractmethod
     def to_numpy(self, value: Any) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendNotInstalled, WorkbenchError
-from ..generation import SamplingParams
+from ..sampling import SamplingParams
 from ..model_spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler
@@ -65,7 +65,6 @@ class MLXBackend(Backend):
     def __init__(self, model, spec: ModelSpec, device, dtype):
         self.model, self.spec = model, spec
         self._device = device
-        self._probe = None  # the MLXProbe entered, if any
         self.device = "gpu" if device == mx.gpu else "cpu"
         self.dtype = str(dtype).removeprefix("mlx.core.")
 
@@ -96,8 +95,14 @@ class MLXBackend(Backend):
                 "this checkpoint's layer_types do not follow its full_attention_interval "
                 f"({interval}), which is all mlx-lm reads; load it with backend='torch'.")
         with mx.stream(target):
-            model, _ = load_model(Path(path), get_model_classes=_model_classes,
-                                  model_config=_flat_rope_keys(spec))
+            try:
+                model, _ = load_model(Path(path), get_model_classes=_model_classes,
+                                      model_config=_flat_rope_keys(spec))
+            except ValueError as exc:  # mlx-lm's strict load: missing, extra or misshapen tensors
+                raise WorkbenchError(
+                    f"the weights in {path} do not match its config.json: {str(exc).strip()} Nothing "
+                    "was loaded. Download the checkpoint again, or fix config.json (num_hidden_layers, "
+                    "vocab_size, ...) to match the weights.") from None
             compute = _DTYPES[name]
             _cast_weights(model, compute)
             if compute != mx.float32:
@@ -175,10 +180,10 @@ class MLXBackend(Backend):
             return str(mx.device_info().get("device_name", "Apple GPU"))
         return super().hardware_name()
 
-    def queue(self, value) -> None:
+    def queue(self, value, probe=None) -> None:
         # A probe's per-token summaries are evaluated with the step, so the states they were
         # computed from need not be kept.
-        mx.async_eval(value, *(self._probe.drain() if self._probe is not None else ()))
+        mx.async_eval(value, *(probe.drain() if probe is not None else ()))
 
     def to_numpy(self, value) -> np.ndarray:
         return np.array(value.astype(mx.float32) if mx.issubdtype(value.dtype, mx.floating) else value)

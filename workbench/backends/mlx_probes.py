@@ -1,31 +1,30 @@
-"""Probes for the MLX backend: routing, DeltaNet state and attention maps, read from mlx-lm's
-Qwen3.5 / Qwen3-Next modules while a run goes on, and routing interventions.
+"""How the MLX backend records: mlx-lm's Qwen3.5 / Qwen3-Next modules instrumented, and the MLX
+maths of routing and of the decay. The bookkeeping is the shared `Recorder`'s.
 
-MLX modules have no hooks, so for the duration of a probe each instrumented module's class is
-swapped for a subclass that records (and swaps back on exit):
-- MoE blocks run the same computation as mlx-lm's `Qwen3NextSparseMoeBlock` and keep the
-  router's top-k indices, weights, softmax and shared-expert gate (device arrays already in the
-  step's graph: recording adds no work). An intervention changes the top-k choice.
+MLX modules have no hooks, so while a probe is installed each instrumented module's class is
+swapped for a subclass that records (and swapped back after the call):
+- MoE blocks run `moe_forward`, the computation of mlx-lm's `Qwen3NextSparseMoeBlock` (a test
+  checks it is bit-identical to upstream's), keeping the router's top-k indices, weights, softmax
+  and shared-expert gate (device arrays already in the step's graph). An intervention changes the
+  top-k choice.
 - GatedDeltaNet layers: `gated_delta_update` (which mlx-lm calls with L2-normalised q, k) is
-  wrapped; prefill returns only the final state, so states after each prompt token are recomputed
-  with the exact per-token recurrence; the state after the last token is the model's own. MLX
-  keeps states as [Hv, Dv, Dk]; `collect` transposes them to torch's [Hv, Dk, Dv].
+  wrapped. MLX keeps states as [Hv, Dv, Dk]; they are handed to the recorder transposed, in
+  torch's [Hv, Dk, Dv].
 - Attention: `scaled_dot_product_attention` is wrapped and the probabilities recomputed from the
   same queries and keys (MLX's fused kernel does not return them).
-Per-token summaries of decode steps are handed to the backend's `queue`, so they are evaluated
-with the step and the states they came from are freed.
+Per-token summaries are handed to the backend's `queue`, so they are evaluated with the step.
 """
 from __future__ import annotations
 
 import importlib
-from collections import defaultdict
+import threading
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 
-from ..trace import ProbePlan
+from ..capture import Captured, ProbePlan
 from .base import Probe
+from .recorder import Recorder, probe_scope
 
 _MODULES = ("mlx_lm.models.qwen3_5", "mlx_lm.models.qwen3_next")
 
@@ -45,215 +44,189 @@ def route(probs: mx.array, k: int, disabled: mx.array | None, forced: int,
     return mx.take_along_axis(probs, indices, axis=-1), indices
 
 
+def moe_forward(block, x: mx.array, choose=None) -> tuple[mx.array, tuple]:
+    """mlx-lm's sparse MoE block (Qwen3.5 / Qwen3-Next), x [B, T, H] -> (y [B, T, H], routing).
+
+    `choose(probs)` -> (weights, indices) replaces the top-k choice (an intervention); routing is
+    (indices, weights as the experts use them, shared gate [B, T, 1], probs [B, T, E])."""
+    probs = mx.softmax(block.gate(x), axis=-1, precise=True)
+    k = block.top_k
+    if choose is None:
+        indices = mx.argpartition(probs, kth=-k, axis=-1)[..., -k:]
+        weights = mx.take_along_axis(probs, indices, axis=-1)
+    else:
+        weights, indices = choose(probs)
+    if block.norm_topk_prob:
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+    y = block.switch_mlp(x, indices)
+    y = (y * weights[..., None]).sum(axis=-2)
+    shared_gate = mx.sigmoid(block.shared_expert_gate(x))
+    y = y + shared_gate * block.shared_expert(x)
+    return y, (indices, weights, shared_gate, probs)
+
+
+class MLXOps:
+    """The array operations the recorder needs, in MLX."""
+
+    def to_numpy(self, x):
+        import numpy as np
+        return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)
+
+    def zeros(self, shape):
+        return mx.zeros(tuple(shape), dtype=mx.float32)
+
+    exp = staticmethod(mx.exp)
+    einsum = staticmethod(mx.einsum)
+
+    def stack(self, arrays):
+        return mx.stack(arrays)
+
+    def repeat_heads(self, x, r):
+        return mx.repeat(x, r, axis=1) if r > 1 else x
+
+    def frobenius(self, state):
+        return mx.sqrt((state * state).sum(axis=(-2, -1)))
+
+    def take(self, x, indices):
+        return x[mx.array(list(indices))]
+
+    def flush(self, arrays) -> None:
+        mx.eval(arrays)
+
+
+_SUBCLASSES: dict[tuple[type, str], type] = {}
+
+
 class MLXProbe(Probe):
     def __init__(self, backend, plan: ProbePlan):
-        self.backend, self.plan = backend, plan
-        self.spec = backend.spec
-        self._swapped: list = []
-        self._patched: list = []
-        self._offsets: dict[int, int] = defaultdict(int)
-        self._dn_offsets: dict[int, int] = defaultdict(int)
-        self._routing: dict[int, list] = defaultdict(list)
-        self._dn: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        self._final: dict[int, mx.array] = {}
-        self._attention: dict[int, list] = defaultdict(list)
-        self._layer: int | None = None
-        self.pending: list[mx.array] = []   # small arrays to evaluate with the next step
+        self.backend, self.plan, self.spec = backend, plan, backend.spec
+        self.recorder = Recorder(plan, self.spec, MLXOps())
+        self._owner: int | None = None
+        self._disabled = {layer: (mx.array(d) if d.any() else None, f)
+                          for layer, (d, f) in plan.intervention.items()}
 
     # ---- install / remove ---------------------------------------------------------------
-    def __enter__(self):
+    def installed(self):
+        return probe_scope(self._install)
+
+    def _install(self) -> list:
+        undo: list = []
+        self._owner = threading.get_ident()
+        undo.append(self._release)
         layers = self.backend.model.layers
-        plan = self.plan
+        plan, spec = self.plan, self.spec
         if plan.routing or plan.intervention:
-            for i in self.spec.moe_layers:
-                self._swap(layers[i].mlp, i, _moe_call)
+            for i in spec.moe_layers:
+                self._swap(layers[i].mlp, i, "moe", undo)
         if plan.deltanet:
-            for i in self.spec.linear_layers:
-                self._swap(layers[i].linear_attn, i, _entering_call)
-            self._patch("gated_delta_update", self._recurrence_wrapper)
+            for i in spec.linear_layers:
+                self._swap(layers[i].linear_attn, i, "enter", undo)
+            self._patch("gated_delta_update", self._recurrence_wrapper, undo)
         if plan.attention:
-            for i in self.spec.full_attention_layers:
-                self._swap(layers[i].self_attn, i, _entering_call)
-            self._patch("scaled_dot_product_attention", self._attention_wrapper)
-        self.backend._probe = self
-        return self
+            for i in spec.full_attention_layers:
+                self._swap(layers[i].self_attn, i, "enter", undo)
+            self._patch("scaled_dot_product_attention", self._attention_wrapper, undo)
+        return undo
 
-    def __exit__(self, *exc):
-        for module, cls in reversed(self._swapped):
-            module.__class__ = cls
-        for module, name, original in reversed(self._patched):
-            setattr(module, name, original)
-        self._swapped, self._patched = [], []
-        self.backend._probe = None
-        return False
+    def _release(self) -> None:
+        self._owner, self.recorder.layer = None, None
 
-    def _swap(self, module, layer: int, call) -> None:
+    def _mine(self) -> bool:
+        return self._owner == threading.get_ident() and self.recorder.layer is not None
+
+    def _swap(self, module, layer: int, kind: str, undo: list) -> None:
         cls = type(module)
-        module.__class__ = type(f"Probed{cls.__name__}", (cls,), {"__call__": call})
-        module._wb_probe, module._wb_layer = self, layer
-        self._swapped.append((module, cls))
+        sub = _SUBCLASSES.get((cls, kind))
+        if sub is None:
+            sub = type(f"Probed{cls.__name__}", (cls,), {"__call__": _moe_call if kind == "moe" else _entering_call})
+            _SUBCLASSES[cls, kind] = sub
+        module.__class__ = sub
+        # Plain attributes (not module children): found by __call__, invisible to parameters().
+        object.__setattr__(module, "_wb_probe", (self, layer))
 
-    def _patch(self, name: str, make_wrapper) -> None:
+        def restore(module=module, cls=cls):
+            module.__class__ = cls
+            object.__delattr__(module, "_wb_probe")
+
+        undo.append(restore)
+
+    def _patch(self, name: str, make_wrapper, undo: list) -> None:
         for mod_name in _MODULES:
             module = importlib.import_module(mod_name)
             original = getattr(module, name, None)
             if original is not None:
                 setattr(module, name, make_wrapper(original))
-                self._patched.append((module, name, original))
+                undo.append(lambda m=module, n=name, o=original: setattr(m, n, o))
 
     # ---- routing ------------------------------------------------------------------------
     def moe(self, block, layer: int, x: mx.array) -> mx.array:
-        """mlx-lm's sparse MoE block, recording the routing. x [B, T, H]."""
-        plan, k = self.plan, block.top_k
-        probs = mx.softmax(block.gate(x), axis=-1, precise=True)
-        change = plan.intervention.get(layer)
-        start = self._offsets[layer]
-        n = x.shape[1]
-        self._offsets[layer] = start + n
-        if change is None:
-            indices = mx.argpartition(probs, kth=-k, axis=-1)[..., -k:]
-            weights = mx.take_along_axis(probs, indices, axis=-1)
-        else:
-            disabled = mx.array(change[0]) if change[0].any() else None
-            scope = None
-            if plan.positions is not None:
-                scope = mx.array([[p in plan.positions for p in range(start, start + n)]])
-            weights, indices = route(probs, k, disabled, change[1], scope)
-        if block.norm_topk_prob:
-            weights = weights / weights.sum(axis=-1, keepdims=True)
-        y = block.switch_mlp(x, indices)
-        y = (y * weights[..., None]).sum(axis=-2)
-        shared_gate = mx.sigmoid(block.shared_expert_gate(x))
-        y = y + shared_gate * block.shared_expert(x)
-        if plan.routing:
-            self._routing[layer].append((indices[0], weights[0], shared_gate[0, :, 0],
-                                         probs[0] if plan.router_probs else None))
+        """The MoE block with this probe's intervention and recording. x [B, T, H]."""
+        rec, n = self.recorder, x.shape[1]
+        start = rec.advance("routing", layer, n)
+        choose = None
+        change = self._disabled.get(layer)
+        if change is not None:
+            scope = rec.scope(start, n)
+            scope = None if scope is None else mx.array(scope)[None]
+
+            def choose(probs):
+                return route(probs, block.top_k, change[0], change[1], scope)
+
+        y, (indices, weights, shared_gate, probs) = moe_forward(block, x, choose)
+        rec.routing(layer, indices[0], weights[0], shared_gate[0, :, 0], probs[0])
         return y
 
     # ---- DeltaNet -----------------------------------------------------------------------
     def _recurrence_wrapper(self, original):
         def wrapped(q, k, v, a, b, A_log, dt_bias, state=None, mask=None, **kwargs):
             out, final = original(q, k, v, a, b, A_log, dt_bias, state, mask, **kwargs)
-            if self._layer is not None:
-                self._record_deltanet(self._layer, q, k, v, a, b, A_log, dt_bias, state, final)
+            if self._mine():
+                # q [1, T, Hk, Dk] (unit norm, scaled by Dk^-0.5); k [1, T, Hk, Dk] (unit norm);
+                # v [1, T, Hv, Dv]; a, b [1, T, Hv]; states [1, Hv, Dv, Dk]
+                f32 = mx.float32
+                log_decay = -mx.exp(A_log.astype(f32)) * nn.softplus(a[0].astype(f32) + dt_bias)
+                self.recorder.deltanet(
+                    self.recorder.layer, log_decay, mx.sigmoid(b[0]).astype(f32),
+                    q[0].astype(f32) * (q.shape[-1] ** 0.5), k[0].astype(f32), v[0].astype(f32),
+                    None if state is None else state[0].astype(f32).swapaxes(-1, -2),
+                    final[0].astype(f32).swapaxes(-1, -2))
             return out, final
         return wrapped
-
-    def _record_deltanet(self, layer, q, k, v, a, b, A_log, dt_bias, initial, final) -> None:
-        """q [1, T, Hk, Dk] (unit norm, scaled by Dk^-0.5); k [1, T, Hk, Dk] (unit norm);
-        v [1, T, Hv, Dv]; a, b [1, T, Hv]; states [1, Hv, Dv, Dk]."""
-        plan = self.plan
-        rec = self._dn[layer]
-        t0 = self._dn_offsets[layer]
-        n = q.shape[1]
-        self._dn_offsets[layer] = t0 + n
-        log_decay = -mx.exp(A_log.astype(mx.float32)) * nn.softplus(a[0].astype(mx.float32) + dt_bias)
-        beta = mx.sigmoid(b[0]).astype(mx.float32)
-        rec["log_decay"].append(log_decay)
-        rec["beta"].append(beta)
-        keep = layer in plan.state_layers
-        k0 = k[0].astype(mx.float32)
-        v0 = v[0].astype(mx.float32)
-        if keep and plan.inputs:
-            rec["queries"].append(q[0].astype(mx.float32) * (q.shape[-1] ** 0.5))
-            rec["keys"].append(k0)
-            rec["values"].append(v0)
-        heads = mx.array(plan.state_heads) if keep else None
-        wanted = plan.state_tokens or ()
-        if n == 1:
-            state = final[0]
-            norms = mx.sqrt((state * state).sum(axis=(-2, -1)))[None]
-            if keep and t0 in wanted:
-                rec["states"].append(state[heads][None])
-                rec["state_tokens"].append(t0)
-        else:
-            r = v.shape[2] // k.shape[2]
-            k_v = mx.repeat(k0, r, axis=1)                         # [T, Hv, Dk]
-            state = (mx.zeros((v.shape[2], v.shape[3], k.shape[3]), dtype=mx.float32)
-                     if initial is None else initial[0].astype(mx.float32))
-            decay = mx.exp(log_decay)
-            rows = []
-            for t in range(n):
-                state = state * decay[t, :, None, None]
-                kv = (state * k_v[t][:, None, :]).sum(axis=-1)    # [Hv, Dv]
-                delta = (v0[t] - kv) * beta[t, :, None]
-                state = state + delta[:, :, None] * k_v[t][:, None, :]
-                if t == n - 1:
-                    state = final[0]  # the model's own state enters the cache
-                rows.append(mx.sqrt((state * state).sum(axis=(-2, -1))))
-                if keep and t0 + t in wanted:
-                    rec["states"].append(state[heads][None])
-                    rec["state_tokens"].append(t0 + t)
-                if t % 64 == 63:
-                    mx.eval(rows, rec["states"])  # keep the graph short on long prompts
-            norms = mx.stack(rows)
-        rec["state_norm"].append(norms)
-        self.pending += [log_decay, beta, norms]
-        if keep:
-            self._final[layer] = final[0]
-            if rec["states"]:
-                self.pending.append(rec["states"][-1])
 
     # ---- attention ----------------------------------------------------------------------
     def _attention_wrapper(self, original):
         def wrapped(queries, keys, values, cache, scale, mask, *args, **kwargs):
             out = original(queries, keys, values, cache, scale, mask, *args, **kwargs)
             t = queries.shape[2]
-            if self._layer is not None and t > 1:
+            if self._mine() and t > 1:
                 rep = queries.shape[1] // keys.shape[1]
                 kk = mx.repeat(keys, rep, axis=1) if rep > 1 else keys
                 scores = (queries.astype(mx.float32) * scale) @ kk.astype(mx.float32).swapaxes(-1, -2)
                 s = kk.shape[2]
                 causal = mx.arange(s)[None, :] <= (mx.arange(t)[:, None] + s - t)
                 scores = mx.where(causal, scores, mx.array(-float("inf"), dtype=mx.float32))
-                self._attention[self._layer].append(mx.softmax(scores, axis=-1)[0])
+                self.recorder.attention(self.recorder.layer, mx.softmax(scores, axis=-1)[0])
             return out
         return wrapped
 
     # ---- results ------------------------------------------------------------------------
-    def drain(self) -> list[mx.array]:
-        pending, self.pending = self.pending, []
-        return pending
+    def drain(self) -> list:
+        return self.recorder.drain()
 
-    def collect(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        f32 = self.backend.to_numpy
-
-        def cat(arrays):
-            return f32(mx.concatenate(arrays, axis=0))
-
-        if self.plan.routing and self._routing:
-            layers = self.spec.moe_layers
-            out["experts"] = np.stack([cat([c[0] for c in self._routing[i]]) for i in layers]).astype(np.int32)
-            out["weights"] = np.stack([cat([c[1] for c in self._routing[i]]) for i in layers])
-            out["shared_gate"] = np.stack([cat([c[2] for c in self._routing[i]]) for i in layers])
-            if self.plan.router_probs:
-                out["router_probs"] = np.stack([cat([c[3] for c in self._routing[i]]) for i in layers])
-        if self.plan.deltanet and self._dn:
-            lin, kept = self.spec.linear_layers, self.plan.state_layers
-            for name in ("log_decay", "beta", "state_norm"):
-                out[name] = np.stack([cat(self._dn[i][name]) for i in lin])
-            out["final_state"] = np.stack([f32(self._final[i]) for i in kept]).swapaxes(-1, -2)
-            if self.plan.inputs:
-                for name in ("queries", "keys", "values"):
-                    out[name] = np.stack([cat(self._dn[i][name]) for i in kept])
-            if self.plan.state_tokens:
-                out["states"] = np.stack([cat(self._dn[i]["states"]) for i in kept]).swapaxes(-1, -2)
-                out["state_tokens"] = np.asarray(self._dn[kept[0]]["state_tokens"], dtype=np.int64)
-        if self.plan.attention and self._attention:
-            out["attention"] = np.stack([f32(self._attention[i][0]) for i in self.spec.full_attention_layers])
-        return out
+    def collect(self) -> Captured:
+        return self.recorder.collect()
 
 
 def _moe_call(self, x):
-    return self._wb_probe.moe(self, self._wb_layer, x)
+    probe, layer = self._wb_probe
+    return probe.moe(self, layer, x)
 
 
 def _entering_call(self, *args, **kwargs):
     """Say which layer is running, then run the module as it is."""
-    probe = self._wb_probe
-    probe._layer = self._wb_layer
+    probe, layer = self._wb_probe
+    probe.recorder.layer = layer
     try:
         return super(type(self), self).__call__(*args, **kwargs)
     finally:
-        probe._layer = None
+        probe.recorder.layer = None

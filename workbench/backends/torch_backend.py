@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import check_load_report, mlx_quantization
 from ..errors import BackendNotInstalled, WorkbenchError
-from ..generation import SamplingParams
+from ..sampling import SamplingParams
 from ..model_spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler
@@ -115,10 +116,24 @@ class TorchBackend(Backend):
 
         torch_device, torch_dtype = cls._placement(spec, device, dtype)
         placement = {} if torch_device.type == "cpu" else {"device_map": str(torch_device)}
-        with _quiet_transformers():  # the dropped vision/MTP weights are expected
-            # Weights go straight to the GPU (accelerate's device_map), not through host memory.
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, attn_implementation="sdpa",
-                                                         **placement)
+        quantized = mlx_quantization(spec.raw)
+        if quantized is not None:
+            raise WorkbenchError(
+                f"{path} holds MLX-quantized weights ({quantized.get('bits')}-bit, group size "
+                f"{quantized.get('group_size')}), which transformers cannot read: load it with "
+                "backend='mlx', or load the original bf16 checkpoint on torch.")
+        try:
+            with _quiet_transformers():  # the dropped vision/MTP weights are expected
+                # Weights go straight to the GPU (accelerate's device_map), not through host memory.
+                # Mismatched shapes are reported, not raised, so one message can name them all.
+                model, report = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=torch_dtype, attn_implementation="sdpa", output_loading_info=True,
+                    ignore_mismatched_sizes=True, **placement)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise WorkbenchError(f"transformers could not load {path} ({type(exc).__name__}: {exc}). Check "
+                                 "that config.json and the weights come from the same release.") from None
+        check_load_report(path, report["missing_keys"], report["unexpected_keys"],
+                          [k[0] if isinstance(k, tuple) else k for k in report["mismatched_keys"]])
         return cls.from_module(model, spec)
 
     @classmethod

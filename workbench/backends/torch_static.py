@@ -14,6 +14,7 @@ its capacity is a power of two, so a graph serves many prompt lengths.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 
 import numpy as np
@@ -138,8 +139,13 @@ class StaticPool:
         self.capture_error: str | None = None
         self._decoders: list[StaticDecoder] = []
         self._leased: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
 
     def lease(self, tokens: int) -> "StaticLease":
+        with self._lock:  # two threads asking at once must not be handed the same idle decoder
+            return self._lease(tokens)
+
+    def _lease(self, tokens: int) -> "StaticLease":
         idle = self._idle()
         fitting = [d for d in idle if d.capacity >= tokens]
         if fitting:

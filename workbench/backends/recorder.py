@@ -1,0 +1,194 @@
+"""The bookkeeping every backend's probe shares, framework-free.
+
+A backend's probe knows how to hook into its framework's modules and computes what only its
+framework can (the router softmax, an intervention's top-k, the decay from the layer's own
+parameters); it hands the results, still device arrays, to a `Recorder`, which keeps them per layer,
+knows which tokens and heads the plan keeps, replays prompt states token by token where a prefill
+kernel returns only the last one, and converts everything to numpy once, at the end (`collect`).
+
+`probe_scope` is how a probe is installed: for one forward call at a time, under one process-wide
+lock, and always removed, so a probe is never seen by another generation (from this thread or any
+other, paused or running) and never outlives the call that installed it.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from ..capture import Captured, ProbePlan
+from ..model_spec import ModelSpec
+from ..reference import delta_rule_step
+
+# Probes patch module-level functions shared by every model of an architecture: installing, running
+# and removing one is serialised across all models, so two probes never nest their patches.
+_PROBE_LOCK = threading.RLock()
+
+
+@contextmanager
+def probe_scope(install: Callable[[], list[Callable[[], None]]]) -> Iterator[None]:
+    """Run `install` (which returns the undo actions of what it did) and undo it all on exit, in
+    reverse order, whatever happens (an exception, an interrupt, a generator closed half-way)."""
+    with _PROBE_LOCK:
+        undo: list[Callable[[], None]] = []
+        try:
+            undo = install()
+            yield
+        finally:
+            for action in reversed(undo):
+                action()
+
+
+class ArrayOps(Protocol):
+    """What the recorder needs of a framework (the backend's probe module supplies it)."""
+
+    def to_numpy(self, array: Any) -> np.ndarray: ...                 # floats as float32
+    def zeros(self, shape: Sequence[int]) -> Any: ...                 # float32
+    def exp(self, x: Any) -> Any: ...
+    def einsum(self, spec: str, *arrays: Any) -> Any: ...
+    def repeat_heads(self, x: Any, r: int) -> Any: ...                # [T, H, D] -> [T, H*r, D]
+    def frobenius(self, state: Any) -> Any: ...                       # [..., Dk, Dv] -> [...]
+    def stack(self, arrays: list) -> Any: ...
+    def take(self, x: Any, indices: Sequence[int]) -> Any: ...        # rows of x
+    def flush(self, arrays: list) -> None: ...                        # evaluate now (lazy frameworks)
+
+
+class Recorder:
+    """One probed run's records, per layer, in torch layout ([Hv, Dk, Dv] states)."""
+
+    def __init__(self, plan: ProbePlan, spec: ModelSpec, ops: ArrayOps):
+        self.plan, self.spec, self.ops = plan, spec, ops
+        self.layer: int | None = None       # the DeltaNet / attention layer running now (hooks set it)
+        self.pending: list = []             # per-token summaries to evaluate with the next step (MLX)
+        self._seen: dict[tuple[str, int], int] = defaultdict(int)
+        self._rows: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+        self._final: dict[int, Any] = {}
+        self._state_tokens: dict[int, list[int]] = defaultdict(list)
+
+    # ---- positions ------------------------------------------------------------------------
+    def advance(self, what: str, layer: int, n: int) -> int:
+        """The position of the first of `n` tokens now running through `layer` (and count them)."""
+        start = self._seen[what, layer]
+        self._seen[what, layer] = start + n
+        return start
+
+    def scope(self, start: int, n: int) -> np.ndarray | None:
+        """Which of positions start..start+n-1 an intervention applies to ([n] bool), None for all."""
+        if self.plan.positions is None:
+            return None
+        return np.array([p in self.plan.positions for p in range(start, start + n)], dtype=bool)
+
+    # ---- routing --------------------------------------------------------------------------
+    def routing(self, layer: int, indices: Any, weights: Any, shared_gate: Any, probs: Any = None) -> None:
+        """indices, weights [T, k]; shared_gate [T] (after the sigmoid); probs [T, E] or None."""
+        if not self.plan.routing:
+            return
+        rows = self._rows
+        rows["experts"][layer].append(indices)
+        rows["weights"][layer].append(weights)
+        rows["shared_gate"][layer].append(shared_gate)
+        if self.plan.router_probs:
+            rows["router_probs"][layer].append(probs)
+
+    # ---- Gated DeltaNet -------------------------------------------------------------------
+    def deltanet(self, layer: int, log_decay: Any, beta: Any, query: Any, key: Any, value: Any,
+                 initial: Any, final: Any) -> None:
+        """One call of a layer's recurrence, all float32 device arrays.
+
+        log_decay, beta [T, Hv]; query, key [T, Hk, Dk] L2-normalised (no 1/sqrt(Dk)); value
+        [T, Hv, Dv]; initial, final [Hv, Dk, Dv] (or None: zeros / not returned by the kernel).
+        A one-token call reads the model's own state; a longer one (prefill) replays the states
+        token by token from the same inputs, and the model's own state replaces the last one."""
+        plan, ops, rows = self.plan, self.ops, self._rows
+        n = log_decay.shape[0]
+        t0 = self.advance("deltanet", layer, n)
+        rows["log_decay"][layer].append(log_decay)
+        rows["beta"][layer].append(beta)
+        keep = layer in plan.state_layers
+        if keep and plan.inputs:
+            rows["queries"][layer].append(query)
+            rows["keys"][layer].append(key)
+            rows["values"][layer].append(value)
+        wanted = plan.state_tokens or ()
+        if n == 1 and final is not None:
+            states = [final]
+        else:
+            k = ops.repeat_heads(key, value.shape[1] // key.shape[1])      # [T, Hv, Dk]
+            state = ops.zeros((value.shape[1], key.shape[2], value.shape[2])) if initial is None else initial
+            decay = ops.exp(log_decay)
+            states = []
+            for t in range(n):
+                state = delta_rule_step(state, k[t], value[t], decay[t], beta[t], ops.einsum)
+                if t == n - 1 and final is not None:
+                    state = final  # the model's own state enters its cache
+                states.append(state)
+                if t % 64 == 63:
+                    ops.flush(states[-1:])  # keeps a lazy framework's graph short on long prompts
+        norms = ops.stack([ops.frobenius(s) for s in states])             # [T, Hv]
+        rows["state_norm"][layer].append(norms)
+        self.pending += [log_decay, beta, norms]
+        if keep:
+            self._final[layer] = states[-1]
+            for t, state in enumerate(states):
+                if t0 + t in wanted:
+                    kept = ops.take(state, plan.state_heads)
+                    rows["states"][layer].append(kept[None])
+                    self._state_tokens[layer].append(t0 + t)
+                    self.pending.append(kept)
+
+    # ---- attention ------------------------------------------------------------------------
+    def attention(self, layer: int, probs: Any) -> None:
+        """Prefill attention probabilities [head, T, T] of a full-attention layer (first call only)."""
+        if not self._rows["attention"][layer]:
+            self._rows["attention"][layer].append(probs)
+
+    # ---- results --------------------------------------------------------------------------
+    def drain(self) -> list:
+        pending, self.pending = self.pending, []
+        return pending
+
+    def collect(self) -> Captured:
+        """Everything as numpy. Each layer's pieces are converted one at a time into one array
+        allocated up front and then dropped, so the peak stays near the size of the result."""
+        out = Captured()
+        spec, plan = self.spec, self.plan
+        if self._rows.get("experts"):
+            out.experts = self._gather("experts", spec.moe_layers)
+            out.weights = self._gather("weights", spec.moe_layers)
+            out.shared_gate = self._gather("shared_gate", spec.moe_layers)
+            if plan.router_probs:
+                out.router_probs = self._gather("router_probs", spec.moe_layers)
+        if self._rows.get("log_decay"):
+            for name in ("log_decay", "beta", "state_norm"):
+                setattr(out, name, self._gather(name, spec.linear_layers))
+            kept = plan.state_layers
+            out.final_state = np.stack([self.ops.to_numpy(self._final.pop(i)) for i in kept])
+            if plan.inputs:
+                for name in ("queries", "keys", "values"):
+                    setattr(out, name, self._gather(name, kept))
+            if plan.state_tokens:
+                out.states = self._gather("states", kept)
+                out.state_tokens = np.asarray(self._state_tokens[kept[0]], dtype=np.int64)
+        if self._rows.get("attention"):
+            out.attention = self._gather("attention", spec.full_attention_layers)
+        return out
+
+    def _gather(self, name: str, layers: Sequence[int]) -> np.ndarray:
+        """[layer, row, ...] from each layer's list of [rows, ...] pieces, freeing them as it goes."""
+        per_layer = self._rows.pop(name)
+        total = sum(piece.shape[0] for piece in per_layer[layers[0]])
+        out = None
+        for li, layer in enumerate(layers):
+            pieces, row = per_layer.pop(layer, []), 0
+            for j in range(len(pieces)):
+                part = self.ops.to_numpy(pieces[j])
+                pieces[j] = None
+                if out is None:
+                    out = np.empty((len(layers), total, *part.shape[1:]), dtype=part.dtype)
+                out[li, row:row + len(part)] = part
+                row += len(part)
+        return out
+
