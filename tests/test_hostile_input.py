@@ -51,10 +51,14 @@ def test_bad_interventions(tiny, change, message):
     (DeltaNetCapture(heads=[0.5]), "whole numbers"),
     (DeltaNetCapture(layers="0"), "list of whole numbers"),
 ], ids=["state-past-end", "negative-state", "float-state", "float-head", "layers-string"])
-def test_bad_captures_fail_before_the_run(tiny, capture, message):
-    start = time.perf_counter()
+def test_bad_captures_fail_before_the_run(tiny, capture, message, monkeypatch):
+    calls = []
+    forward = tiny.engine.forward
+    monkeypatch.setattr(tiny.engine, "forward", lambda *a: calls.append(1) or forward(*a))
     with pytest.raises(WorkbenchError, match=message):
         tiny.generate("hi", max_new_tokens=200, ignore_eos=True, trace=Trace(deltanet=capture))
+    assert not calls  # refused before the model ran
+    monkeypatch.undo()
     assert tiny.generate("hi", max_new_tokens=2).stats.new_tokens == 2
 
 
@@ -195,3 +199,38 @@ def test_chat_escapes_by_default_and_opts_out(tiny):
     finally:
         del tiny.stream
     assert seen == [False, True]
+
+
+def test_bench_arguments_are_checked_before_the_benchmark(tmp_path, capsys):
+    from workbench.cli import main
+    assert main(["bench", "-m", "tiny-random", "-p", "8", "-n", "4", "-r", "1", "-q",
+                 "--output", str(tmp_path / "missing" / "out.json")]) == 2
+    assert "does not exist or is not writable" in capsys.readouterr().err
+    assert main(["bench", "-m", "tiny-random", "-p", "8", "-n", "4", "-r", "1", "-q", "--bandwidth", "-5"]) == 2
+    assert "bandwidth_gbs=-5.0 is invalid" in capsys.readouterr().err
+
+
+def test_capture_peak_stays_within_its_budget(tiny):
+    """The budget check bounds the real peak: a capture measured on this process's resident memory
+    uses at most PEAK_FACTOR times what it keeps, and a budget below that is refused up front."""
+    import gc
+    from workbench.backends import host_memory
+    from workbench.capture import PEAK_FACTOR, deltanet_bytes
+    model = workbench.load("tiny", backend=tiny.backend)
+    spec, n_prompt, n_new = model.spec, 600, 64
+    ids = np.random.default_rng(0).integers(0, 3000, n_prompt)
+    cap = DeltaNetCapture(states="all", inputs=True)
+    keep = deltanet_bytes(spec, n_prompt + n_new, len(spec.linear_layers), spec.linear_num_value_heads,
+                          n_prompt + n_new, True)
+    model.generate(ids[:50], max_new_tokens=4, trace=Trace(deltanet=cap))  # one-time costs first
+    gc.collect()
+    host_memory.reset_peak()
+    base = host_memory.peak_bytes()
+    if base is None:
+        pytest.skip("no peak memory reading on this system")
+    gen = model.generate(ids, max_new_tokens=n_new, ignore_eos=True, trace=Trace(deltanet=cap))
+    assert gen.deltanet.nbytes <= keep
+    assert host_memory.peak_bytes() - base <= PEAK_FACTOR * keep, (host_memory.peak_bytes() - base, keep)
+    with pytest.raises(WorkbenchError, match="use up to"):
+        model.generate(ids, max_new_tokens=n_new, trace=Trace(deltanet=DeltaNetCapture(
+            states="all", inputs=True, max_bytes=2 * keep)))

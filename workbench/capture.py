@@ -17,6 +17,14 @@ from .trace import (AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention
                     is_index, short_list)
 
 
+# Memory a capture may use at its peak, as a multiple of what it keeps: the recording holds framework
+# arrays until the run ends (no host sync per token), then the numpy result is built beside them, and
+# freed small pieces stay in the allocator. Measured 2.1x (torch CPU) and 2.8x (MLX CPU) on a 66 MiB
+# capture, so 4 leaves room; tests/test_hostile_input.py::test_capture_peak_stays_within_its_budget
+# checks the bound.
+PEAK_FACTOR = 4
+
+
 @dataclass(frozen=True)
 class ProbePlan:
     """A validated request, in the concrete terms a backend's probe needs."""
@@ -99,10 +107,10 @@ def plan_probes(spec: ModelSpec, trace: Trace | None, intervention: Intervention
     if capture is not None:
         kw = _deltanet_plan(spec, capture, n_tokens)
     if trace.router_probs:
-        need = len(spec.moe_layers) * n_tokens * spec.num_experts * 4
+        need = PEAK_FACTOR * len(spec.moe_layers) * n_tokens * spec.num_experts * 4
         if need > trace.max_bytes:
             raise WorkbenchError(
-                f"router probabilities for up to {n_tokens} tokens would take {_bytes(need)}, over the "
+                f"router probabilities for up to {n_tokens} tokens could use {_bytes(need)}, over the "
                 f"budget of {_bytes(trace.max_bytes)}: trace fewer tokens, use routing=True alone "
                 "(top-k only), or raise Trace(max_bytes=...).")
     if trace.attention:
@@ -141,15 +149,15 @@ def _deltanet_plan(spec: ModelSpec, capture: DeltaNetCapture, n_tokens: int) -> 
             raise WorkbenchError(f"states= asks for token positions {short_list(outside)}, outside this run: "
                                  f"it forwards at most {n_tokens} tokens (0..{n_tokens - 1}; the prompt "
                                  "starts at 0).")
-    need = deltanet_bytes(spec, n_tokens, len(layers), len(heads), 0 if tokens is None else len(tokens),
+    keep = deltanet_bytes(spec, n_tokens, len(layers), len(heads), 0 if tokens is None else len(tokens),
                           capture.inputs)
-    if need > capture.max_bytes:
+    if PEAK_FACTOR * keep > capture.max_bytes:
         raise WorkbenchError(
-            f"this DeltaNet capture could keep {_bytes(need)} (up to {n_tokens} tokens, {len(layers)} "
-            f"layers, {len(heads)} heads of {spec.linear_key_head_dim}x{spec.linear_value_head_dim} "
-            f"float32 states), over its budget of {_bytes(capture.max_bytes)}. Keep states at fewer "
-            "tokens (states=[...]), layers (layers=[...]) or heads (heads=[...]), generate fewer "
-            "tokens, or raise max_bytes.")
+            f"this DeltaNet capture could keep {_bytes(keep)} and use up to {_bytes(PEAK_FACTOR * keep)} while "
+            f"it records (up to {n_tokens} tokens, {len(layers)} layers, {len(heads)} heads of "
+            f"{spec.linear_key_head_dim}x{spec.linear_value_head_dim} float32 states), over its budget of "
+            f"{_bytes(capture.max_bytes)}. Keep states at fewer tokens (states=[...]), layers (layers=[...]) "
+            "or heads (heads=[...]), generate fewer tokens, or raise max_bytes.")
     return dict(deltanet=True, state_layers=layers, state_heads=heads, state_tokens=tokens,
                 inputs=bool(capture.inputs))
 
@@ -166,8 +174,8 @@ def _indices(values, name: str) -> tuple[int, ...]:
 
 def deltanet_bytes(spec: ModelSpec, n_tokens: int, n_layers: int, n_heads: int, n_state_tokens: int,
                    inputs: bool) -> int:
-    """Bytes a DeltaNet capture keeps (float32). The recording converts to numpy piece by piece, so
-    the peak while collecting stays near this figure (tests/test_memory_budget.py checks it)."""
+    """Bytes a DeltaNet capture keeps (float32): the size of the resulting trace. The peak while
+    recording is higher (PEAK_FACTOR)."""
     nl, hv, hk = len(spec.linear_layers), spec.linear_num_value_heads, spec.linear_num_key_heads
     dk, dv = spec.linear_key_head_dim, spec.linear_value_head_dim
     summaries = 3 * nl * n_tokens * hv

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from .errors import WorkbenchError
 
@@ -35,6 +37,12 @@ def bench_command(args) -> int:
     import workbench
     from .throughput import bench, markdown
 
+    # Checked before the model loads and the benchmark runs, so no result is lost at the end.
+    if args.output:
+        folder = Path(args.output).expanduser().resolve().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise WorkbenchError(f"--output {args.output}: the folder {folder} does not exist or is not "
+                                 "writable; create it first or write somewhere else.")
     model = workbench.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
     df = bench(model, prompt_tokens=_flatten(args.prompt, [512]), new_tokens=_flatten(args.new, [128]),
                repeats=args.repeats, depth=_flatten(args.depth, [0]), combined=args.combined,

@@ -11,6 +11,7 @@ known, the share of that ceiling.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -97,6 +98,10 @@ def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: 
     """
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise WorkbenchError(f"repeats={repeats!r} is invalid: give a whole number >= 1.")
+    if bandwidth_gbs is not None and not (isinstance(bandwidth_gbs, (int, float, np.number))
+                                          and math.isfinite(bandwidth_gbs) and bandwidth_gbs > 0):
+        raise WorkbenchError(f"bandwidth_gbs={bandwidth_gbs!r} is invalid: give the device's memory bandwidth "
+                             "in GB/s, a number > 0 (e.g. 4800 for an H200).")
     tests = plan_tests(prompt_tokens, new_tokens, depth, combined)
     longest = max(t.depth + t.prompt + t.new for t in tests)
     if longest > model.context_length:

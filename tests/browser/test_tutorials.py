@@ -32,15 +32,27 @@ def test_quickstart_chat_panel(page, lab):
     wait_for(lambda: answer.count() and answer.first.inner_text().strip(), what="streamed text")
     wait_for(lambda: "tok/s" in panel.inner_text(), what="the tokens/s readout")
     wait_for(lambda: "done:" in panel.inner_text(), what="the reply to finish")
-    # Stop while a long reply streams
+    screenshot(page, name, panel)
+
+
+def test_chat_panel_stop_ends_a_long_reply(page, lab):
+    """Stop on a reply certain to outlast it: greedy decoding on the random-weight model, which
+    never ends by itself before its 2,000-token limit (about 20 s on a CPU)."""
+    import nbformat
+    name = "scratch_stop.ipynb"
+    code = ("import workbench\nfrom workbench.widgets import ChatPanel\n"
+            "ChatPanel(workbench.load('tiny-random'), preset='greedy (reproducible)', max_new_tokens=2000)")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), str(lab.root / name))
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    panel = widget_output(page, "preset")
     panel.locator("textarea").first.fill("Tell me a very long story about a cat.")
     panel.locator("button", has_text="Send").click()
-    wait_for(lambda: "generating" in panel.inner_text(), what="the second reply to start")
+    wait_for(lambda: "generating" in panel.inner_text(), what="the reply to start")
     panel.locator("button", has_text="Stop").click()
     wait_for(lambda: "done:" in panel.inner_text(), what="the stopped reply")
     assert "done: interrupted" in panel.inner_text()
     assert "Tell me a very long story" in panel.inner_text()
-    screenshot(page, name, panel)
 
 
 def run_with_figures(page, lab, name: str, at_least: int) -> None:

@@ -17,14 +17,12 @@ Per-token summaries are handed to the backend's `queue`, so they are evaluated w
 from __future__ import annotations
 
 import importlib
-import threading
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from ..capture import Captured, ProbePlan
-from .base import Probe
-from .recorder import Recorder, probe_scope
+from ..capture import ProbePlan
+from .recorder import HookedProbe
 
 _MODULES = ("mlx_lm.models.qwen3_5", "mlx_lm.models.qwen3_next")
 
@@ -97,22 +95,13 @@ class MLXOps:
 _SUBCLASSES: dict[tuple[type, str], type] = {}
 
 
-class MLXProbe(Probe):
+class MLXProbe(HookedProbe):
     def __init__(self, backend, plan: ProbePlan):
-        self.backend, self.plan, self.spec = backend, plan, backend.spec
-        self.recorder = Recorder(plan, self.spec, MLXOps())
-        self._owner: int | None = None
+        super().__init__(backend, plan, MLXOps())
         self._disabled = {layer: (mx.array(d) if d.any() else None, f)
                           for layer, (d, f) in plan.intervention.items()}
 
-    # ---- install / remove ---------------------------------------------------------------
-    def installed(self):
-        return probe_scope(self._install)
-
-    def _install(self) -> list:
-        undo: list = []
-        self._owner = threading.get_ident()
-        undo.append(self._release)
+    def hook_in(self, undo: list) -> None:
         layers = self.backend.model.layers
         plan, spec = self.plan, self.spec
         if plan.routing or plan.intervention:
@@ -126,13 +115,6 @@ class MLXProbe(Probe):
             for i in spec.full_attention_layers:
                 self._swap(layers[i].self_attn, i, "enter", undo)
             self._patch("scaled_dot_product_attention", self._attention_wrapper, undo)
-        return undo
-
-    def _release(self) -> None:
-        self._owner, self.recorder.layer = None, None
-
-    def _mine(self) -> bool:
-        return self._owner == threading.get_ident() and self.recorder.layer is not None
 
     def _swap(self, module, layer: int, kind: str, undo: list) -> None:
         cls = type(module)
@@ -168,10 +150,7 @@ class MLXProbe(Probe):
         if change is not None:
             scope = rec.scope(start, n)
             scope = None if scope is None else mx.array(scope)[None]
-
-            def choose(probs):
-                return route(probs, block.top_k, change[0], change[1], scope)
-
+            choose = lambda probs: route(probs, block.top_k, change[0], change[1], scope)  # noqa: E731
         y, (indices, weights, shared_gate, probs) = moe_forward(block, x, choose)
         rec.routing(layer, indices[0], weights[0], shared_gate[0, :, 0], probs[0])
         return y
@@ -180,7 +159,7 @@ class MLXProbe(Probe):
     def _recurrence_wrapper(self, original):
         def wrapped(q, k, v, a, b, A_log, dt_bias, state=None, mask=None, **kwargs):
             out, final = original(q, k, v, a, b, A_log, dt_bias, state, mask, **kwargs)
-            if self._mine():
+            if self.mine():
                 # q [1, T, Hk, Dk] (unit norm, scaled by Dk^-0.5); k [1, T, Hk, Dk] (unit norm);
                 # v [1, T, Hv, Dv]; a, b [1, T, Hv]; states [1, Hv, Dv, Dk]
                 f32 = mx.float32
@@ -198,7 +177,7 @@ class MLXProbe(Probe):
         def wrapped(queries, keys, values, cache, scale, mask, *args, **kwargs):
             out = original(queries, keys, values, cache, scale, mask, *args, **kwargs)
             t = queries.shape[2]
-            if self._mine() and t > 1:
+            if self.mine() and t > 1:
                 rep = queries.shape[1] // keys.shape[1]
                 kk = mx.repeat(keys, rep, axis=1) if rep > 1 else keys
                 scores = (queries.astype(mx.float32) * scale) @ kk.astype(mx.float32).swapaxes(-1, -2)
@@ -208,13 +187,6 @@ class MLXProbe(Probe):
                 self.recorder.attention(self.recorder.layer, mx.softmax(scores, axis=-1)[0])
             return out
         return wrapped
-
-    # ---- results ------------------------------------------------------------------------
-    def drain(self) -> list:
-        return self.recorder.drain()
-
-    def collect(self) -> Captured:
-        return self.recorder.collect()
 
 
 def _moe_call(self, x):

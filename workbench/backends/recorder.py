@@ -15,13 +15,15 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from abc import abstractmethod
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from ..capture import Captured, ProbePlan
 from ..model_spec import ModelSpec
 from ..reference import delta_rule_step
+from .base import Probe
 
 # Probes patch module-level functions shared by every model of an architecture: installing, running
 # and removing one is serialised across all models, so two probes never nest their patches.
@@ -155,6 +157,7 @@ class Recorder:
         allocated up front and then dropped, so the peak stays near the size of the result."""
         out = Captured()
         spec, plan = self.spec, self.plan
+        self.pending = []  # references to pieces that are about to be freed
         if self._rows.get("experts"):
             out.experts = self._gather("experts", spec.moe_layers)
             out.weights = self._gather("weights", spec.moe_layers)
@@ -192,3 +195,39 @@ class Recorder:
                 row += len(part)
         return out
 
+
+
+class HookedProbe(Probe):
+    """A backend's probe: `hook_in` puts its hooks into the model (appending how to take each one
+    out to `undo`); the recorder keeps what they see. Hooked in for one forward call at a time."""
+
+    def __init__(self, backend, plan: ProbePlan, ops: ArrayOps):
+        self.backend, self.plan, self.spec = backend, plan, backend.spec
+        self.recorder = Recorder(plan, self.spec, ops)
+        self._owner: int | None = None   # the thread running the forward the probe is hooked into
+
+    @abstractmethod
+    def hook_in(self, undo: list) -> None: ...
+
+    def installed(self) -> ContextManager[None]:
+        return probe_scope(self._install)
+
+    def _install(self) -> list:
+        undo: list = [self._release]
+        self._owner = threading.get_ident()
+        self.hook_in(undo)
+        return undo
+
+    def _release(self) -> None:
+        self._owner, self.recorder.layer = None, None
+
+    def mine(self) -> bool:
+        """Whether a call of a patched module-level function comes from the forward this probe is
+        hooked into (another model of the same architecture may run in another thread)."""
+        return self._owner == threading.get_ident() and self.recorder.layer is not None
+
+    def drain(self) -> list:
+        return self.recorder.drain()
+
+    def collect(self) -> Captured:
+        return self.recorder.collect()

@@ -14,15 +14,13 @@ Everything is installed for one forward call at a time (`installed`), inside `pr
 from __future__ import annotations
 
 import importlib
-import threading
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..capture import Captured, ProbePlan
-from .base import Probe
-from .recorder import Recorder, probe_scope
+from ..capture import ProbePlan
+from .recorder import HookedProbe
 
 
 def route(probs: torch.Tensor, k: int, disabled: torch.Tensor | None, forced: int,
@@ -73,26 +71,17 @@ class TorchOps:
         pass
 
 
-class TorchProbe(Probe):
+class TorchProbe(HookedProbe):
     def __init__(self, backend, plan: ProbePlan):
-        self.backend, self.plan, self.spec = backend, plan, backend.spec
-        self.recorder = Recorder(plan, self.spec, TorchOps(backend._device))
-        self._owner: int | None = None   # the thread running the forward the probe is installed for
-        k, device = self.spec.num_experts_per_tok, backend._device
+        super().__init__(backend, plan, TorchOps(backend._device))
+        self._k = self.spec.num_experts_per_tok
+        self._pending_routing = None
         self._changes = {}
         for layer, (disabled, forced) in plan.intervention.items():
-            off = torch.as_tensor(np.flatnonzero(disabled), device=device) if disabled.any() else None
+            off = torch.as_tensor(np.flatnonzero(disabled), device=backend._device) if disabled.any() else None
             self._changes[layer] = (off, forced)
-        self._k = k
 
-    # ---- install / remove ---------------------------------------------------------------
-    def installed(self):
-        return probe_scope(self._install)
-
-    def _install(self) -> list:
-        undo: list = []
-        self._owner = threading.get_ident()
-        undo.append(self._release)
+    def hook_in(self, undo: list) -> None:
         layers = self.backend.model.model.layers
         plan, spec = self.plan, self.spec
 
@@ -120,15 +109,6 @@ class TorchProbe(Probe):
             undo.append(lambda: model.set_attn_implementation(before))
             for i in spec.full_attention_layers:
                 hook(layers[i].self_attn.register_forward_hook(self._attention_hook(i)))
-        return undo
-
-    def _release(self) -> None:
-        self._owner, self.recorder.layer = None, None
-
-    def _mine(self) -> bool:
-        """Whether a call of a patched module-level function comes from the forward this probe is
-        installed for (another model of the same architecture may run in another thread)."""
-        return self._owner == threading.get_ident() and self.recorder.layer is not None
 
     # ---- routing ------------------------------------------------------------------------
     def _router_hook(self, layer: int):
@@ -167,7 +147,7 @@ class TorchProbe(Probe):
     def _recurrence_wrapper(self, original):
         def wrapped(query, key, value, *args, g=None, beta=None, initial_state=None, **kwargs):
             out, final = original(query, key, value, *args, g=g, beta=beta, initial_state=initial_state, **kwargs)
-            if self._mine():
+            if self.mine():
                 # query, key [1, T, Hk, Dk] raw; value [1, T, Hv, Dv]; g, beta [1, T, Hv]; states [1, Hv, Dk, Dv]
                 self.recorder.deltanet(
                     self.recorder.layer, g[0].float(), beta[0].float(), _l2norm(query[0].float()),
@@ -184,10 +164,6 @@ class TorchProbe(Probe):
             if weights is not None and weights.shape[-2] > 1:  # prefill only
                 self.recorder.attention(layer, weights[0].float())
         return hook
-
-    # ---- results ------------------------------------------------------------------------
-    def collect(self) -> Captured:
-        return self.recorder.collect()
 
 
 def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

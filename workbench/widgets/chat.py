@@ -59,8 +59,10 @@ class ChatPanel(w.VBox):
     """Chat with `model`; `tools` are plain Python functions the model may call."""
 
     def __init__(self, model, tools: Sequence[Callable] = (), preset: str = "non-thinking: general",
-                 max_new_tokens: int = 256, system: str | None = None):
+                 max_new_tokens: int = 256, system: str | None = None, raw_control_tokens: bool = False):
         self.model, self.tools = model, list(tools)
+        # Control tokens typed into a message or returned by a tool stay text unless asked otherwise.
+        self.raw_control_tokens = raw_control_tokens
         self.system = system
         self.messages: list[dict] = []
         self.history = w.HTML(layout={"width": "100%"})
@@ -126,7 +128,8 @@ class ChatPanel(w.VBox):
         self._render_history()
         try:
             self._loop = ChatLoop(self.model, self.messages, self.tools, thinking=self.thinking.value,
-                                  max_new_tokens=self.max_new_tokens.value, **self.sampling())
+                                  max_new_tokens=self.max_new_tokens.value,
+                                  raw_control_tokens=self.raw_control_tokens, **self.sampling())
         except Exception as exc:  # noqa: BLE001 - shown in the panel
             self.messages.pop()
             self.status.error(exc)
