@@ -176,3 +176,21 @@ def test_stop_right_after_send_is_not_lost(tiny):
     result = loop.run()
     assert result.finish_reason == "interrupted"
     assert len(result.generations[-1].token_ids) == 0
+
+
+def test_the_chat_panel_and_a_cell_on_one_model(tiny):
+    """The panel generates in its background thread while a cell generates on the same model."""
+    pytest.importorskip("ipywidgets")
+    from workbench.conversation import ChatLoop
+    from workbench.widgets import ChatPanel
+
+    message = [{"role": "user", "content": "Tell me about routers."}]
+    solo = ChatLoop(tiny, message, max_new_tokens=48, temperature=0.0).run().generations[-1].token_ids
+    base = plain(tiny, 32)
+    with fast(tiny, tiny.engine.fast_decode_available):
+        panel = ChatPanel(tiny, preset="greedy (reproducible)", max_new_tokens=48)
+        panel.send("Tell me about routers.")
+        cell = plain(tiny, 32)
+        panel.wait(120)
+    np.testing.assert_array_equal(cell, base)
+    np.testing.assert_array_equal(panel.last_result.generations[-1].token_ids, solo)
