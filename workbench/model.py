@@ -7,13 +7,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .backends.base import Backend
+from .capture import build_records, plan_probes
 from .chat import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .errors import WorkbenchError
 from .generation import DecodeLoop, Generation
-from .sampling import SamplingParams
 from .model_spec import ModelSpec
+from .sampling import SamplingParams
 from .tokenizer import Tokenizer
-from .capture import build_records, plan_probes
 from .trace import Intervention, Trace
 
 

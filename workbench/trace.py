@@ -108,7 +108,8 @@ class Intervention:
             experts = list(experts)
             bad = [e for e in experts if not is_index(e) or not 0 <= int(e) < n]
             if bad:
-                raise WorkbenchError(f"disable[{layer}] names {bad}: these are outside 0..{n - 1} or not whole numbers (experts are numbered 0..{n - 1}).")
+                raise WorkbenchError(f"disable[{layer}] names {bad}: these are outside 0..{n - 1} or not whole "
+                                     f"numbers (experts are numbered 0..{n - 1}).")
             if n - len(set(map(int, experts))) < k:
                 raise WorkbenchError(f"disable[{layer}] leaves {n - len(set(map(int, experts)))} experts, fewer "
                                      f"than the {k} each token needs; disable at most {n - k}.")

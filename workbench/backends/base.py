@@ -5,10 +5,10 @@ crosses this boundary towards the user is numpy or a Python scalar.
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from pathlib import Path
 import threading
+from abc import ABC, abstractmethod
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any, Callable, ContextManager
 
 import numpy as np
@@ -92,7 +92,7 @@ class Backend(ABC):
 
     @abstractmethod
     def probe(self, plan: ProbePlan) -> Probe:
-        """A probe that records (and intervenes) as `plan` says while entered."""
+        """A probe that records (and intervenes) as `plan` says while hooked in (`installed()`)."""
 
     @abstractmethod
     def make_sampler(self, params: SamplingParams) -> Sampler:
