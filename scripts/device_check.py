@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 import workbench  # noqa: E402
 from workbench.model import Model  # noqa: E402
-from workbench.model_spec import ModelSpec  # noqa: E402
-from workbench.throughput import weight_bytes_per_token  # noqa: E402
+from workbench.spec import ModelSpec  # noqa: E402
+from workbench.benchmark import weight_bytes_per_token  # noqa: E402
 from workbench.tokenizer import Tokenizer  # noqa: E402
 
 CONFIGS = ROOT / "workbench" / "configs"

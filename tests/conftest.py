@@ -10,7 +10,40 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import workbench  # noqa: E402
 
-BACKENDS = ["torch", "mlx"]
+# Both backends by default; WORKBENCH_TEST_BACKENDS=torch (or mlx) runs the suite on one, for a
+# machine that has only one framework (as einops selects its backends). A test that loads an
+# unselected backend is skipped, as are cross-backend pairs and the tutorials (they run both).
+ALL_BACKENDS = ("torch", "mlx")
+BACKENDS = [b.strip() for b in os.environ.get("WORKBENCH_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
+            if b.strip()]
+if not BACKENDS or set(BACKENDS) - set(ALL_BACKENDS):
+    raise pytest.UsageError(f"WORKBENCH_TEST_BACKENDS={os.environ.get('WORKBENCH_TEST_BACKENDS')!r}: "
+                            "name torch, mlx or both (comma-separated).")
+BOTH = set(BACKENDS) == set(ALL_BACKENDS)
+
+
+def pytest_collection_modifyitems(config, items):
+    if BOTH:
+        return
+    skip = pytest.mark.skip(reason=f"the tutorials run both backends; WORKBENCH_TEST_BACKENDS={BACKENDS}")
+    for item in items:
+        if str(item.fspath).endswith(".ipynb") or "browser" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _selected_backends_only(monkeypatch):
+    if BOTH:
+        return
+    import workbench.backends as backends
+    real = backends.backend_class
+
+    def selected(name):
+        if name not in BACKENDS:
+            pytest.skip(f"backend {name!r} is not selected (WORKBENCH_TEST_BACKENDS={','.join(BACKENDS)})")
+        return real(name)
+
+    monkeypatch.setattr(backends, "backend_class", selected)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -19,12 +52,18 @@ def tiny(request):
     return workbench.load("tiny-random", backend=request.param, device="cpu")
 
 
+def _pair(name):
+    if not BOTH:
+        pytest.skip("cross-backend test: needs both backends selected")
+    return {b: workbench.load(name, backend=b, device="cpu") for b in ALL_BACKENDS}
+
+
 @pytest.fixture(scope="session")
 def tiny_pair():
     """The bundled MoE checkpoint on both backends, for parity tests."""
-    return {b: workbench.load("tiny-random", backend=b, device="cpu") for b in BACKENDS}
+    return _pair("tiny-random")
 
 
 @pytest.fixture(scope="session")
 def dense_pair():
-    return {b: workbench.load("tiny-dense", backend=b, device="cpu") for b in BACKENDS}
+    return _pair("tiny-dense")

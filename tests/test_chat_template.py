@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.chat import ThinkingTracker, prompt_opens_thinking, split_thinking
+from workbench.thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from workbench.errors import WorkbenchError
 from workbench.hub import CHECKPOINTS
 from workbench.tokenizer import Tokenizer

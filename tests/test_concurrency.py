@@ -170,7 +170,7 @@ def test_a_stream_runs_once(tiny):
 
 def test_stop_right_after_send_is_not_lost(tiny):
     """The chat loop stopped before its stream exists (Stop pressed right after Send)."""
-    from workbench.conversation import ChatLoop
+    from workbench.chat import ChatLoop
     loop = ChatLoop(tiny, [{"role": "user", "content": "Tell me a very long story."}], max_new_tokens=64)
     loop.stop()
     result = loop.run()
@@ -181,7 +181,7 @@ def test_stop_right_after_send_is_not_lost(tiny):
 def test_the_chat_panel_and_a_cell_on_one_model(tiny):
     """The panel generates in its background thread while a cell generates on the same model."""
     pytest.importorskip("ipywidgets")
-    from workbench.conversation import ChatLoop
+    from workbench.chat import ChatLoop
     from workbench.widgets import ChatPanel
 
     message = [{"role": "user", "content": "Tell me about routers."}]

@@ -7,7 +7,7 @@ import pytest
 import workbench
 from workbench import DeltaNetCapture, Trace
 from workbench.analysis import deltanet as da
-from workbench.analysis.memory import cache_growth, deltanet_state_bytes, kv_bytes_per_token
+from workbench.planner.caches import cache_growth, deltanet_state_bytes, kv_bytes_per_token
 from workbench.reference import gated_delta_rule
 
 PROMPT = "one two three one two three one"

@@ -6,12 +6,13 @@ import contextlib
 
 import numpy as np
 import pytest
-import torch
 
-import workbench
-from workbench import Trace
-from workbench.backends.torch_static import MIN_CAPACITY, bucket
-from workbench.errors import WorkbenchError
+torch = pytest.importorskip("torch")
+
+import workbench  # noqa: E402
+from workbench import Trace  # noqa: E402
+from workbench.backends.torch_static import MIN_CAPACITY, bucket  # noqa: E402
+from workbench.errors import WorkbenchError  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import pytest
 
 import workbench
 from workbench import DeltaNetCapture, Intervention, RoutingTrace, Trace
-from workbench.chat import split_thinking
+from workbench.thinking import split_thinking
 from workbench.errors import WorkbenchError
 from workbench.tools import ToolBox, ToolCall, parse_tool_calls
 
@@ -147,7 +147,7 @@ def test_a_tool_returning_a_circular_object_is_a_tool_error():
 
 def test_the_chat_loop_survives_a_hostile_model(tiny):
     """Feed the loop a model answer with a call nested 100k deep: the transcript survives."""
-    from workbench.conversation import ChatLoop
+    from workbench.chat import ChatLoop
 
     def f(items: list) -> str:
         """f"""

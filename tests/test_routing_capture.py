@@ -3,7 +3,6 @@
 during prefill and decode; interventions change routing as specified and nothing else."""
 import numpy as np
 import pytest
-import torch
 
 import workbench
 from workbench import Intervention, RoutingTrace, Trace
@@ -14,6 +13,7 @@ PROMPT = "def fibonacci(n):\n    return n"
 
 def router_logits_from_transformers(model_torch, ids):
     """[moe_layer, token, E] as transformers reports them for a full forward."""
+    import torch
     with torch.inference_mode():
         out = model_torch.engine.model(input_ids=torch.as_tensor(ids)[None], output_router_logits=True)
     return np.stack([r.float().numpy() for r in out.router_logits])

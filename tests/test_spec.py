@@ -7,7 +7,7 @@ import pytest
 
 from workbench.errors import WorkbenchError
 from workbench.hub import CHECKPOINTS
-from workbench.model_spec import ModelSpec
+from workbench.spec import ModelSpec
 
 from meta_models import meta_text_model
 

@@ -8,7 +8,7 @@ import pytest
 
 import workbench
 from workbench.model import Chunk
-from workbench.conversation import ChatLoop
+from workbench.chat import ChatLoop
 from workbench.tools import ToolBox, as_tool, parse_tool_calls
 
 

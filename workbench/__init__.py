@@ -11,7 +11,7 @@ from .errors import BackendNotInstalled, WorkbenchError
 from .generation import Generation, Stats
 from .sampling import SamplingParams
 from .hub import bundled_names
-from .model_spec import ModelSpec
+from .spec import ModelSpec
 from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace
 
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
@@ -56,7 +56,7 @@ def spec(model: str | Path) -> ModelSpec:
     """The ModelSpec of a model without loading weights: a released model's Hub id or name
     ("Qwen/Qwen3.5-35B-A3B"), a config.json or checkpoint folder, a bundled name, or a Hub id
     whose config.json is in the local cache. The same spec `load()` gives the loaded model."""
-    from .planner.registry import spec as _spec
+    from .spec import spec as _spec
     return _spec(model)
 
 
@@ -69,8 +69,8 @@ def plan(model, weights: str = "bf16", context: int = 32_768, batch: int = 1, de
 
 def bench(model, prompt_tokens=512, new_tokens=128, repeats: int = 5, depth=0, **kwargs):
     """Measure a loaded model like llama-bench: a pandas DataFrame with one row per test (pp<N>,
-    tg<N>, pp<N>+tg<M>, at depth d<D>); see `workbench.throughput.bench`."""
-    from .throughput import bench as _bench
+    tg<N>, pp<N>+tg<M>, at depth d<D>); see `workbench.benchmark`."""
+    from .benchmark import bench as _bench
     return _bench(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, depth=depth, **kwargs)
 
 

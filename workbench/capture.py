@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import WorkbenchError
-from .model_spec import ModelSpec
+from .spec import ModelSpec
 from .trace import (AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace,
                     is_index, short_list)
 

@@ -15,7 +15,7 @@ from .errors import WorkbenchError
 
 
 def _int_list(text: str) -> list[int]:
-    from .throughput import parse_int_list
+    from .benchmark import parse_int_list
     try:
         return parse_int_list(text, "value")
     except WorkbenchError as exc:
@@ -35,7 +35,7 @@ def _progress(done: int, total: int, name: str) -> None:
 
 def bench_command(args) -> int:
     import workbench
-    from .throughput import bench, markdown
+    from .benchmark import bench, markdown
 
     # Checked before the model loads and the benchmark runs, so no result is lost at the end.
     if args.output:

@@ -8,10 +8,10 @@ import numpy as np
 
 from .backends.base import Backend
 from .capture import build_records, plan_probes
-from .chat import ThinkingTracker, prompt_opens_thinking, split_thinking
+from .thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .errors import WorkbenchError
 from .generation import DecodeLoop, Generation
-from .model_spec import ModelSpec
+from .spec import ModelSpec
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 from .trace import Intervention, Trace
@@ -215,7 +215,7 @@ class Model:
         types and exceptions come back to the model as tool errors. Returns a `ChatResult`
         (`.text`, `.messages`, `.calls`); `on_event` sees each chunk, call and result live.
         Control tokens inside user messages and tool results stay text (`raw_control_tokens`)."""
-        from .conversation import ChatLoop
+        from .chat import ChatLoop
         return ChatLoop(self, messages, tools, max_rounds=max_rounds, thinking=thinking,
                         max_new_tokens=max_new_tokens, raw_control_tokens=raw_control_tokens,
                         **sampling).run(on_event)

@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .chat import THINK_CLOSE, THINK_OPEN
+from .thinking import THINK_CLOSE, THINK_OPEN
 from .errors import WorkbenchError
 
 _PY_TO_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .errors import WorkbenchError
-from .model_spec import ModelSpec
+from .spec import ModelSpec
 
 DEFAULT_BUDGET = 1 << 30  # bytes a DeltaNet / attention capture may keep unless told otherwise
 LOAD_LIMIT = 4 << 30      # bytes a saved record may expand to when loaded unless told otherwise

@@ -75,7 +75,7 @@ cells = [
        "keys and values for every token; the DeltaNet layers keep a fixed state. Where the two lines cross, "
        "the hybrid's state stops being the larger part, and from there on it saves 3/4 of what an "
        "all-attention model of the same shape would keep."),
-    code("from importlib.resources import files\nfrom workbench.analysis.memory import cache_growth\n\n"
+    code("from importlib.resources import files\nfrom workbench.planner.caches import cache_growth\n\n"
          "curves = [cache_growth(model.spec, model.context_length, \"tiny\")]\n"
          "for name in [\"Qwen3.5-0.8B\", \"Qwen3.5-27B\", \"Qwen3.5-35B-A3B\", \"Qwen3.5-397B-A17B\"]:\n"
          "    spec = workbench.ModelSpec.from_file(files(\"workbench\") / \"configs\" / f\"{name}.json\")\n"

@@ -81,7 +81,7 @@ cells = [
     md("## KV cache against DeltaNet state\n\nOnly 1 layer in 4 keeps a KV cache; the other 3 keep a fixed state. "
        "Below the crossover length the state is the larger part; beyond it the KV cache grows, but at a quarter "
        "of the rate of an all-attention model of the same shape."),
-    code("from workbench.analysis.memory import cache_growth\n\nrows = []\nfor repo in known():\n"
+    code("from workbench.planner.caches import cache_growth\n\nrows = []\nfor repo in known():\n"
          "    g = cache_growth(workbench.spec(repo), 262_144)\n"
          "    rows.append({\"model\": repo.split(\"/\")[1], \"state (MiB)\": g.state_bytes / 2**20,\n"
          "                 \"KV per token (KiB)\": g.kv_bytes[-1] / g.context[-1] / 1024, \"crossover (tokens)\": round(g.crossover),\n"

@@ -20,7 +20,7 @@ cells = [
        "asynchronously, and MLX computes nothing until a result is needed, so an unsynchronised clock times "
        "the graph building, not the work); **deterministic synthetic prompts**; **EOS ignored** so every run "
        "decodes the same number of tokens; mean ± sample std over repeats."),
-    code("import workbench\nfrom workbench.throughput import markdown, weight_bytes_per_token\n"
+    code("import workbench\nfrom workbench.benchmark import depth_sweep, markdown, weight_bytes_per_token\n"
          "from workbench.figures import bench as fb\n\nmodel = workbench.load(\"tiny\")\n"
          "print(model.backend, model.device, model.dtype)"),
     code("df = workbench.bench(model, prompt_tokens=[64, 256], new_tokens=32, repeats=3, combined=True)\n"
@@ -52,7 +52,7 @@ cells = [
          metadata=IGNORE),
     md("## Depth: the hybrid's flat cost\n\nDecode speed and memory as the context fills. Three of four layers keep "
        "a fixed state, so both stay nearly flat where an all-attention model would slow down and grow."),
-    code("sweep = workbench.throughput.depth_sweep(model, depths=[0, 256, 512, 1024, 1536], new_tokens=32, repeats=2)\n"
+    code("sweep = depth_sweep(model, depths=[0, 256, 512, 1024, 1536], new_tokens=32, repeats=2)\n"
          "print(list(sweep.test))"),
     code("fb.depth_sweep(sweep)", metadata=IGNORE),
     md("## From the command line\n\nThe same harness, with llama-bench's flags (comma lists make a sweep):\n\n"

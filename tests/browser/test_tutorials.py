@@ -42,7 +42,10 @@ def test_chat_panel_stop_ends_a_long_reply(page, lab):
     name = "scratch_stop.ipynb"
     code = ("import workbench\nfrom workbench.widgets import ChatPanel\n"
             "ChatPanel(workbench.load('tiny-random'), preset='greedy (reproducible)', max_new_tokens=2000)")
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), str(lab.root / name))
+    # The tutorials' kernel metadata, so JupyterLab starts the kernel without asking which one.
+    metadata = nbformat.read(str(lab.root / "00_quickstart.ipynb"), as_version=4).metadata
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)], metadata=metadata)
+    nbformat.write(notebook, str(lab.root / name))
     open_notebook(page, lab, name)
     run_all(page, lab, name)
     panel = widget_output(page, "preset")

@@ -1,1 +1,1 @@
-"""Framework-free analyses of traces and specs (numpy/pandas)."""
+"""Framework-free analyses of traces (numpy/pandas)."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 
 from ..capture import Captured, ProbePlan
-from ..model_spec import ModelSpec
+from ..spec import ModelSpec
 from ..sampling import SamplingParams
 
 # A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).

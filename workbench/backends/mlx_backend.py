@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BackendNotInstalled, WorkbenchError
 from ..sampling import SamplingParams
-from ..model_spec import ModelSpec
+from ..spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 import numpy as np
 
 from ..capture import Captured, ProbePlan
-from ..model_spec import ModelSpec
+from ..spec import ModelSpec
 from ..reference import delta_rule_step
 from .base import Probe
 
@@ -115,31 +115,36 @@ class Recorder:
             rows["keys"][layer].append(key)
             rows["values"][layer].append(value)
         wanted = plan.state_tokens or ()
+        norms: list = []
+
+        def visit(t: int, state: Any) -> None:
+            # Only what is kept is referenced: a prefill's full states are dropped as it goes.
+            norms.append(ops.frobenius(state))                           # [Hv]
+            if keep and t0 + t in wanted:
+                kept = ops.take(state, plan.state_heads)
+                rows["states"][layer].append(kept[None])
+                self._state_tokens[layer].append(t0 + t)
+                self.pending.append(kept)
+
         if n == 1 and final is not None:
-            states = [final]
+            state = final
+            visit(0, state)
         else:
             k = ops.repeat_heads(key, value.shape[1] // key.shape[1])      # [T, Hv, Dk]
             state = ops.zeros((value.shape[1], key.shape[2], value.shape[2])) if initial is None else initial
             decay = ops.exp(log_decay)
-            states = []
             for t in range(n):
                 state = delta_rule_step(state, k[t], value[t], decay[t], beta[t], ops.einsum)
                 if t == n - 1 and final is not None:
                     state = final  # the model's own state enters its cache
-                states.append(state)
+                visit(t, state)
                 if t % 64 == 63:
-                    ops.flush(states[-1:])  # keeps a lazy framework's graph short on long prompts
-        norms = ops.stack([ops.frobenius(s) for s in states])             # [T, Hv]
+                    ops.flush(norms + [state])  # keeps a lazy framework's graph short on long prompts
+        norms = ops.stack(norms)                                          # [T, Hv]
         rows["state_norm"][layer].append(norms)
         self.pending += [log_decay, beta, norms]
         if keep:
-            self._final[layer] = states[-1]
-            for t, state in enumerate(states):
-                if t0 + t in wanted:
-                    kept = ops.take(state, plan.state_heads)
-                    rows["states"][layer].append(kept[None])
-                    self._state_tokens[layer].append(t0 + t)
-                    self.pending.append(kept)
+            self._final[layer] = state
 
     # ---- attention ------------------------------------------------------------------------
     def attention(self, layer: int, probs: Any) -> None:
@@ -154,7 +159,7 @@ class Recorder:
 
     def collect(self) -> Captured:
         """Everything as numpy. Each layer's pieces are converted one at a time into one array
-        allocated up front and then dropped, so the peak stays near the size of the result."""
+        allocated up front, and each is dropped once copied (see capture.PEAK_FACTOR)."""
         out = Captured()
         spec, plan = self.spec, self.plan
         self.pending = []  # references to pieces that are about to be freed

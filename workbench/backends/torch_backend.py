@@ -18,7 +18,7 @@ import numpy as np
 from ..checkpoint import check_load_report, mlx_quantization
 from ..errors import BackendNotInstalled, WorkbenchError
 from ..sampling import SamplingParams
-from ..model_spec import ModelSpec
+from ..spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler
 from .torch_static import STATIC_ARCHITECTURES, StaticLease, StaticPool

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..analysis import deltanet as da
-from ..analysis.memory import CacheGrowth
+from ..planner.caches import CacheGrowth
 from ..trace import AttentionTrace, DeltaNetTrace
 from .style import layout, token_labels
 

@@ -3,7 +3,7 @@
 from .devices import DEVICES, Device
 from .formats import FORMATS, WeightFormat
 from .plan import MemoryPlan, OffloadPlan, plan
-from .registry import known, spec
+from ..spec import known, spec
 from .tensors import Tensor, text_tensors
 
 __all__ = ["spec", "plan", "known", "MemoryPlan", "OffloadPlan", "Device", "DEVICES", "FORMATS",

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..analysis.memory import deltanet_state_bytes, kv_bytes_per_token
+from .caches import deltanet_state_bytes, kv_bytes_per_token
 from ..errors import WorkbenchError
-from ..model_spec import ModelSpec
+from ..spec import ModelSpec
 from .devices import GB, GiB, Device, device as lookup_device
 from .formats import weight_format
 from .tensors import text_tensors
@@ -114,7 +114,7 @@ def plan(spec: ModelSpec | str, weights: str = "bf16", context: int = 32_768, ba
     offload: for MoE models, plan expert offload to system RAM (None: only when it does not fit).
     """
     if isinstance(spec, str):
-        from .registry import spec as lookup
+        from ..spec import spec as lookup
         spec = lookup(spec)
     for name, value in (("context", context), ("batch", batch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model_spec import ModelSpec
+from ..spec import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import ipywidgets as w
 
-from ..conversation import ChatEvent, ChatLoop
+from ..chat import ChatEvent, ChatLoop
 from .common import Status
 from .speed import TokensPerSecondMeter
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from ..analysis.memory import cache_growth
+from ..planner.caches import cache_growth
 from ..errors import WorkbenchError
 from ..figures import deltanet as fd
 from ..generation import Generation
-from ..planner.registry import spec
+from ..spec import spec
 from ..trace import DeltaNetCapture, DeltaNetTrace, Trace
 from .common import FigureArea, Status, guarded
 

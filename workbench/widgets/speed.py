@@ -8,7 +8,7 @@ import time
 import ipywidgets as w
 
 from ..figures import bench as fb
-from ..throughput import bench, markdown, parse_int_list
+from ..benchmark import bench, markdown, parse_int_list
 from .common import FigureArea, Status, guarded
 
 

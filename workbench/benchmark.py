@@ -22,7 +22,7 @@ import pandas as pd
 
 from .errors import WorkbenchError
 from .sampling import SamplingParams
-from .analysis.memory import DTYPE_BYTES
+from .planner.caches import DTYPE_BYTES
 from .planner.devices import GB, Device, match as match_device
 from .planner.formats import FLOAT32
 from .planner.tensors import text_tensors

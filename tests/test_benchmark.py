@@ -9,7 +9,7 @@ import pytest
 
 import workbench
 from workbench.cli import main
-from workbench.throughput import markdown, plan_tests, weight_bytes_per_token
+from workbench.benchmark import markdown, plan_tests, weight_bytes_per_token
 
 
 @pytest.fixture()
