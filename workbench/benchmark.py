@@ -25,7 +25,7 @@ from .sampling import SamplingParams
 from .planner.caches import DTYPE_BYTES
 from .planner.devices import GB, Device, match as match_device
 from .planner.formats import FLOAT32
-from .planner.tensors import text_tensors
+from .tensors import text_tensors
 
 if TYPE_CHECKING:
     from .model import Model

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import WorkbenchError
+from .tensors import count, mtp_tensors, text_tensors
 
 SUPPORTED_ARCHITECTURES = ("qwen3_5_moe", "qwen3_5", "qwen3_next")
 
@@ -74,63 +75,18 @@ class ModelSpec:
     def is_moe(self) -> bool:
         return self.num_experts > 0 and len(self.moe_layers) > 0
 
-    # ---- parameter counts ---------------------------------------------------------------
-    def _attention_params(self) -> int:
-        h, q = self.hidden_size, self.num_attention_heads * self.head_dim
-        kv = self.num_key_value_heads * self.head_dim
-        q_out = 2 * q if self.attn_output_gate else q
-        return h * q_out + 2 * h * kv + q * h + 2 * self.head_dim  # + q_norm, k_norm
-
-    def _deltanet_params(self) -> int:
-        h = self.hidden_size
-        kd = self.linear_num_key_heads * self.linear_key_head_dim
-        vd = self.linear_num_value_heads * self.linear_value_head_dim
-        nv = self.linear_num_value_heads
-        conv_dim = 2 * kd + vd
-        return (h * (2 * kd + 2 * vd) + 2 * h * nv           # in_proj qkv, z, b, a
-                + conv_dim * self.linear_conv_kernel_dim      # depthwise conv
-                + 2 * nv + self.linear_value_head_dim         # dt_bias, A_log, gated norm
-                + vd * h)                                     # out_proj
-
-    def _expert_params(self) -> int:
-        """One routed expert (gate, up, down)."""
-        return 3 * self.hidden_size * self.moe_intermediate_size
-
-    def _moe_params(self, experts: int) -> int:
-        h = self.hidden_size
-        return (self.num_experts * h + experts * self._expert_params()
-                + 3 * h * self.shared_expert_intermediate_size + h)  # router, experts, shared, its gate
-
-    def _mlp_params(self, layer: int, experts: int) -> int:
-        if layer in self.moe_layers:
-            return self._moe_params(experts)
-        return 3 * self.hidden_size * self.intermediate_size
-
-    def _layer_params(self, layer: int, experts: int) -> int:
-        mixer = (self._deltanet_params() if self.layer_types[layer] == "linear_attention"
-                 else self._attention_params())
-        return mixer + self._mlp_params(layer, experts) + 2 * self.hidden_size
-
+    # ---- parameter counts (all from the one tensor inventory, workbench/tensors.py) --------
     @property
     def params_text(self) -> int:
         """Parameters of the text model: embeddings, decoder layers, final norm, lm_head."""
-        embed = self.vocab_size * self.hidden_size
-        head = 0 if self.tie_word_embeddings else embed
-        layers = sum(self._layer_params(i, self.num_experts) for i in range(self.num_layers))
-        return embed + layers + self.hidden_size + head
+        return count(text_tensors(self))
 
     @property
     def params_mtp(self) -> int:
         """Multi-token-prediction layers (speculative decoding head; transformers drops them):
         each an fc over [embedding; hidden], three norms and one full-attention decoder layer
         (with the model's MoE or dense MLP). Embeddings and lm_head are shared."""
-        if not self.mtp_num_hidden_layers:
-            return 0
-        h = self.hidden_size
-        moe = self.is_moe
-        mlp = self._moe_params(self.num_experts) if moe else 3 * h * self.intermediate_size
-        layer = self._attention_params() + mlp + 2 * h
-        return self.mtp_num_hidden_layers * (2 * h * h + 3 * h + layer)
+        return count(mtp_tensors(self))
 
     @property
     def params_vision(self) -> int:
@@ -157,10 +113,7 @@ class ModelSpec:
     def params_active(self) -> int:
         """Parameters read per decoded token: the top-k routed experts instead of all of them,
         and one embedding row instead of the table (the lm_head is read whole)."""
-        layers = sum(self._layer_params(i, self.num_experts_per_tok) for i in range(self.num_layers))
-        head = self.vocab_size * self.hidden_size
-        row = 0 if self.tie_word_embeddings else self.hidden_size  # a tied table is read whole as the head
-        return row + layers + self.hidden_size + head
+        return count(text_tensors(self), read=True)
 
     def summary(self) -> str:
         kind = (f"MoE {self.num_experts} experts, top-{self.num_experts_per_tok} + shared"

@@ -4,7 +4,7 @@ from .devices import DEVICES, Device
 from .formats import FORMATS, WeightFormat
 from .plan import MemoryPlan, OffloadPlan, plan
 from ..spec import known, spec
-from .tensors import Tensor, text_tensors
+from ..tensors import Tensor, text_tensors
 
 __all__ = ["spec", "plan", "known", "MemoryPlan", "OffloadPlan", "Device", "DEVICES", "FORMATS",
            "WeightFormat", "Tensor", "text_tensors"]

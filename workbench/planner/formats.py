@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import WorkbenchError
-from .tensors import Tensor
+from ..tensors import Tensor
 
 Q8_0, Q6_K, Q4_K = 8.5, 6.5625, 4.5
 

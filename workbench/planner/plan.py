@@ -11,7 +11,7 @@ from ..errors import WorkbenchError
 from ..spec import ModelSpec
 from .devices import GB, GiB, Device, device as lookup_device
 from .formats import weight_format
-from .tensors import text_tensors
+from ..tensors import text_tensors
 
 RUNTIME_BYTES = 0.75 * GiB    # CUDA context / Metal and framework buffers, a typical floor
 PREFILL_CHUNK = 512           # tokens per prefill step that activations are sized for
