@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import workbench  # noqa: E402
+from workbench.benchmark import weight_bytes_per_token  # noqa: E402
 from workbench.model import Model  # noqa: E402
 from workbench.spec import ModelSpec  # noqa: E402
-from workbench.benchmark import weight_bytes_per_token  # noqa: E402
 from workbench.tokenizer import Tokenizer  # noqa: E402
 
 CONFIGS = ROOT / "workbench" / "configs"
@@ -95,6 +95,7 @@ def build(config: dict, folder: Path, device: str, dtype: str, seed: int) -> Mod
     """A workbench Model over a transformers model with random weights made on `device`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+
     from workbench.backends.torch_backend import TorchBackend
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -147,8 +147,7 @@ def mtp_tensors(state: dict[str, torch.Tensor], cfg: dict, gen: torch.Generator)
 
 
 def build_model(folder: Path, moe: bool, vocab_in_use: int, tokens: dict) -> None:
-    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3_5MoeConfig
-    from transformers import Qwen3_5MoeForConditionalGeneration
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration, Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration
 
     vocab = -(-vocab_in_use // 64) * 64  # padded like the release (248,320 rows for 248,070 ids)
     config_cls, model_cls = ((Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe

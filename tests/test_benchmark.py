@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import workbench
-from workbench.cli import main
 from workbench.benchmark import markdown, plan_tests, weight_bytes_per_token
+from workbench.cli import main
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from workbench.errors import WorkbenchError
 from workbench.hub import CHECKPOINTS
+from workbench.thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from workbench.tokenizer import Tokenizer
 
 CASES = json.loads((Path(__file__).parent / "data" / "qwen3_5_chat_renders.json").read_text())

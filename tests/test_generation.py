@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from workbench.sampling import SamplingParams
 from workbench.hub import CHECKPOINTS
+from workbench.sampling import SamplingParams
 from workbench.tokenizer import StreamDecoder, Tokenizer
 
 CHAT = [{"role": "user", "content": "What is 2 + 2?"}]

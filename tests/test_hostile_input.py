@@ -7,8 +7,8 @@ import pytest
 
 import workbench
 from workbench import DeltaNetCapture, Intervention, RoutingTrace, Trace
-from workbench.thinking import split_thinking
 from workbench.errors import WorkbenchError
+from workbench.thinking import split_thinking
 from workbench.tools import ToolBox, ToolCall, parse_tool_calls
 
 
@@ -214,6 +214,7 @@ def test_capture_peak_stays_within_its_budget(tiny):
     """The budget check bounds the real peak: a capture measured on this process's resident memory
     uses at most PEAK_FACTOR times what it keeps, and a budget below that is refused up front."""
     import gc
+
     from workbench.backends import host_memory
     from workbench.capture import PEAK_FACTOR, deltanet_bytes
     model = workbench.load("tiny", backend=tiny.backend)

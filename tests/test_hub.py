@@ -56,8 +56,9 @@ def test_loads_a_hub_id_from_an_offline_cache(tmp_path):
 
 
 def test_only_model_files_are_requested():
-    from workbench.hub import NEEDED_FILES
     import fnmatch
+
+    from workbench.hub import NEEDED_FILES
     wanted = ["config.json", "model-00001-of-00014.safetensors", "model.safetensors.index.json",
               "tokenizer.json", "chat_template.jinja", "generation_config.json"]
     unwanted = ["README.md", "merges.txt", "vocab.json", "pytorch_model.bin", "figures/bench.png"]

@@ -81,9 +81,10 @@ def _router_topk(model, ids):
 @pytest.fixture(scope="module")
 def bf16_copy(tmp_path_factory):
     """The bundled MoE checkpoint stored in bfloat16 (A_log kept float32), as Qwen releases are."""
-    from safetensors.torch import load_file, save_file
     import json
+
     import torch
+    from safetensors.torch import load_file, save_file
 
     src = workbench.hub.CHECKPOINTS / "tiny-random"
     dst = tmp_path_factory.mktemp("bf16") / "tiny-bf16"

@@ -4,9 +4,9 @@ import json
 from importlib.resources import files
 
 import pytest
+from meta_models import meta_text_model
 
 import workbench
-from meta_models import meta_text_model
 from workbench.planner import DEVICES, FORMATS, Device, plan, text_tensors
 from workbench.planner.devices import GB
 

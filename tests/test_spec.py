@@ -4,12 +4,11 @@ import math
 from pathlib import Path
 
 import pytest
+from meta_models import meta_text_model
 
 from workbench.errors import WorkbenchError
 from workbench.hub import CHECKPOINTS
 from workbench.spec import ModelSpec
-
-from meta_models import meta_text_model
 
 # The released models' config.json files, shipped with the package.
 CONFIGS = Path(__file__).resolve().parents[1] / "workbench" / "configs"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import workbench
-from workbench.model import Chunk
 from workbench.chat import ChatLoop
+from workbench.model import Chunk
 from workbench.tools import ToolBox, as_tool, parse_tool_calls
 
 

@@ -13,6 +13,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "scripts" / "train_tin
                 str(Path(__file__).resolve().parents[1] / "scripts")]
 import data  # noqa: E402
 import train  # noqa: E402
+
 from workbench.demo_tools import WEATHER  # noqa: E402
 
 

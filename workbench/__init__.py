@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from .errors import BackendNotInstalled, WorkbenchError
 from .generation import Generation, Stats
-from .sampling import SamplingParams
 from .hub import bundled_names
+from .sampling import SamplingParams
 from .spec import ModelSpec
 from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace
 
@@ -39,10 +39,9 @@ def load(model: str | Path = "tiny", backend: str = "auto", device: str | None =
     """
     from . import hub
     from .backends import backend_class, choose_backend
+    from .checkpoint import weight_files
     from .model import Model
     from .tokenizer import Tokenizer
-
-    from .checkpoint import weight_files
 
     path = hub.resolve(model, revision)
     spec = ModelSpec.from_file(path)

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import WorkbenchError
-from .sampling import SamplingParams
 from .planner.caches import DTYPE_BYTES
-from .planner.devices import GB, Device, match as match_device
+from .planner.devices import GB, Device
+from .planner.devices import match as match_device
 from .planner.formats import FLOAT32
+from .sampling import SamplingParams
 from .tensors import text_tensors
 
 if TYPE_CHECKING:

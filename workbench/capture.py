@@ -13,9 +13,7 @@ import numpy as np
 
 from .errors import WorkbenchError
 from .spec import ModelSpec
-from .trace import (AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace,
-                    is_index, short_list)
-
+from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace, is_index, short_list
 
 # Memory a capture may use at its peak, as a multiple of what it keeps: the recording holds framework
 # arrays until the run ends (no host sync per token), then the numpy result is built beside them, and

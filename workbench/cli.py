@@ -35,6 +35,7 @@ def _progress(done: int, total: int, name: str) -> None:
 
 def bench_command(args) -> int:
     import workbench
+
     from .benchmark import bench, markdown
 
     # Checked before the model loads and the benchmark runs, so no result is lost at the end.

@@ -66,8 +66,7 @@ def _local(path: Path) -> Path:
 def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     try:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import (LocalEntryNotFoundError, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
     except ImportError:
         raise WorkbenchError("loading from the Hub needs huggingface_hub: pip install huggingface_hub") from None
     try:

@@ -8,11 +8,11 @@ import numpy as np
 
 from .backends.base import Backend
 from .capture import build_records, plan_probes
-from .thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .errors import WorkbenchError
 from .generation import DecodeLoop, Generation
-from .spec import ModelSpec
 from .sampling import SamplingParams
+from .spec import ModelSpec
+from .thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .tokenizer import Tokenizer
 from .trace import Intervention, Trace
 

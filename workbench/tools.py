@@ -23,8 +23,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .thinking import THINK_CLOSE, THINK_OPEN
 from .errors import WorkbenchError
+from .thinking import THINK_CLOSE, THINK_OPEN
 
 _PY_TO_JSON = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object",
                tuple: "array"}

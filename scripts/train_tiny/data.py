@@ -22,7 +22,8 @@ import jinja2
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from workbench.demo_tools import FACTORS as UNITS, TOOLS, WEATHER, calculator, convert_units, get_weather  # noqa: E402,F401
+from workbench.demo_tools import FACTORS as UNITS  # noqa: E402,F401
+from workbench.demo_tools import TOOLS, WEATHER, calculator, convert_units, get_weather  # noqa: E402
 from workbench.tools import as_tool  # noqa: E402
 
 TEMPLATE = ROOT / "workbench" / "templates" / "qwen3_5_chat.jinja"

@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from lab_driver import CHROMIUM, ROOT, TOKEN
 
 

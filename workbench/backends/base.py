@@ -14,8 +14,8 @@ from typing import Any, Callable, ContextManager
 import numpy as np
 
 from ..capture import Captured, ProbePlan
-from ..spec import ModelSpec
 from ..sampling import SamplingParams
+from ..spec import ModelSpec
 
 # A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).
 Sampler = Callable[[Any], Any]

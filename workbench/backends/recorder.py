@@ -13,16 +13,16 @@ other, paused or running) and never outlives the call that installed it.
 from __future__ import annotations
 
 import threading
+from abc import abstractmethod
 from collections import defaultdict
 from contextlib import contextmanager
-from abc import abstractmethod
 from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from ..capture import Captured, ProbePlan
-from ..spec import ModelSpec
 from ..reference import delta_rule_step
+from ..spec import ModelSpec
 from .base import Probe
 
 # Probes patch module-level functions shared by every model of an architecture: installing, running

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .caches import deltanet_state_bytes, kv_bytes_per_token
 from ..errors import WorkbenchError
 from ..spec import ModelSpec
-from .devices import GB, GiB, Device, device as lookup_device
-from .formats import weight_format
 from ..tensors import text_tensors
+from .caches import deltanet_state_bytes, kv_bytes_per_token
+from .devices import GB, Device, GiB
+from .devices import device as lookup_device
+from .formats import weight_format
 
 RUNTIME_BYTES = 0.75 * GiB    # CUDA context / Metal and framework buffers, a typical floor
 PREFILL_CHUNK = 512           # tokens per prefill step that activations are sized for

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from ..planner.caches import cache_growth
 from ..errors import WorkbenchError
 from ..figures import deltanet as fd
 from ..generation import Generation
+from ..planner.caches import cache_growth
 from ..spec import spec
 from ..trace import DeltaNetCapture, DeltaNetTrace, Trace
 from .common import FigureArea, Status, guarded

@@ -7,8 +7,8 @@ import time
 
 import ipywidgets as w
 
-from ..figures import bench as fb
 from ..benchmark import bench, markdown, parse_int_list
+from ..figures import bench as fb
 from .common import FigureArea, Status, guarded
 
 

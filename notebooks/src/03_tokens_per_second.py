@@ -1,0 +1,137 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Tokens per second, measured honestly
+#
+# How fast is a model on this machine? The workbench measures it the way `llama-bench` does, the same way on torch and MLX, and explains the number against the hardware limit. Timings differ from run to run and machine to machine, so their cells are not compared by the test suite; the table layout is.
+
+# %% [markdown]
+# ## What to measure, and how
+#
+# - **Prefill** (`pp512`): the prompt goes through the model in one batch; compute-bound, thousands of tokens/s on a GPU.
+# - **Decode** (`tg128`): one token at a time, each step reading every active weight once. At batch 1 this is bound by **memory bandwidth**: tokens/s can not exceed bandwidth / bytes read per token.
+# - **Depth** (`@ d4096`): the same tests with 4096 tokens already in the cache. For a full-attention model decode slows as the KV cache grows; in Qwen3.5 only 1 layer in 4 has one.
+#
+# Rules the harness follows: one **untimed warm-up** per test (kernel compilation, caches, lazy initialisation); the device is **synchronised before every clock read** (CUDA and MLX run asynchronously, and MLX computes nothing until a result is needed, so an unsynchronised clock times the graph building, not the work); **deterministic synthetic prompts**; **EOS ignored** so every run decodes the same number of tokens; mean ± sample std over repeats.
+
+# %%
+import workbench
+from workbench.benchmark import depth_sweep, markdown, weight_bytes_per_token
+from workbench.figures import bench as fb
+
+model = workbench.load("tiny")
+print(model.backend, model.device, model.dtype)
+
+# %% tags=["nbval-ignore-output"]
+df = workbench.bench(model, prompt_tokens=[64, 256], new_tokens=32, repeats=3, combined=True)
+print(markdown(df))
+
+# %% [markdown]
+# Every row keeps its raw timings (`runs_s`: seconds per timed run), so the statistics can be recomputed:
+
+# %%
+import math, statistics
+row = df.iloc[0]
+rates = [(row.n_prompt + row.n_gen) / t for t in row.runs_s]
+print(row.test, "repeats:", len(rates))
+print("mean recomputed:", math.isclose(statistics.fmean(rates), row["t/s"], rel_tol=1e-12))
+print("std recomputed: ", math.isclose(statistics.stdev(rates), row["t/s std"], rel_tol=1e-9))
+print("columns:", ", ".join(c for c in df.columns))
+
+# %% tags=["nbval-ignore-output"]
+fb.results(df)
+
+# %% [markdown]
+# ## Both backends, same model, same settings
+
+# %% tags=["nbval-ignore-output"]
+both = []
+for backend in ["torch", "mlx"]:
+    m = workbench.load("tiny", backend=backend)
+    both.append(workbench.bench(m, prompt_tokens=128, new_tokens=32, repeats=3))
+import pandas as pd
+both = pd.concat(both, ignore_index=True)
+print(markdown(both))
+
+# %% [markdown]
+# ## The ceiling
+#
+# Bytes of weights one decoded token reads (the active experts, one embedding row, the whole lm_head) divided by the time per token is the *achieved weight bandwidth*; divided by the device's bandwidth it is the share of the ceiling. GPU and Apple chips are looked up by name in `workbench.planner.DEVICES`; for a CPU pass `bandwidth_gbs=` (e.g. ~60 GB/s for dual-channel DDR5). The bundled model is so small that per-step overheads, not bandwidth, set its speed: real models read gigabytes per token, and there the ceiling is what binds.
+
+# %%
+per_token = weight_bytes_per_token(model)
+print(f"tiny reads {per_token / 1e6:.2f} MB of weights per token "
+      f"({model.spec.params_active:,} active parameters x 4 bytes)")
+big = workbench.plan("Qwen/Qwen3.5-35B-A3B", "bf16", context=4096, device="H200")
+print(f"Qwen3.5-35B-A3B reads {big.read_per_token / 1e9:.2f} GB per token in bf16 at 4k context: at most "
+      f"{big.decode_ceiling:,.0f} tok/s on an H200 (4.8 TB/s)")
+
+# %% tags=["nbval-ignore-output"]
+tg = workbench.bench(model, prompt_tokens=0, new_tokens=64, repeats=3, bandwidth_gbs=60)
+print(tg[["test", "t/s", "weight_GB/s", "ceiling_share", "latency_ms_median", "latency_ms_p99"]].round(3))
+
+# %% [markdown]
+# ## Depth: the hybrid's flat cost
+#
+# Decode speed and memory as the context fills. Three of four layers keep a fixed state, so both stay nearly flat where an all-attention model would slow down and grow.
+
+# %%
+sweep = depth_sweep(model, depths=[0, 256, 512, 1024, 1536], new_tokens=32, repeats=2)
+print(list(sweep.test))
+
+# %% tags=["nbval-ignore-output"]
+fb.depth_sweep(sweep)
+
+# %% [markdown]
+# ## From the command line
+#
+# The same harness, with llama-bench's flags (comma lists make a sweep):
+#
+# ```bash
+# workbench bench -m tiny -b torch -p 512 -n 128 -r 5
+# workbench bench -m tiny -b mlx -p 128,512 -n 64 -d 0,1024 -o json --output results.json
+# ```
+
+# %% tags=["nbval-ignore-output"]
+from workbench.cli import main
+main(["bench", "-m", "tiny", "-p", "32", "-n", "8", "-r", "2", "-q"])
+
+# %% [markdown]
+# ## Live
+#
+# A tokens/s meter that updates while the text streams, and a dashboard that runs a sweep with a progress bar.
+
+# %% tags=["nbval-ignore-output"]
+from workbench.widgets import SpeedDashboard, StreamingMeter
+
+StreamingMeter(model)
+
+# %% tags=["nbval-ignore-output"]
+SpeedDashboard(model)
+
+# %% [markdown]
+# ## Side by side with the raw engines
+#
+# `python scripts/bench_decode_loop.py` runs transformers' own `generate` and mlx-lm's `stream_generate` next to the workbench's generation on the same model and settings, in one run, and prints the ratios, with the cost of routing and DeltaNet tracing beside them.
+
+# %% [markdown]
+# ## On a real model
+#
+# ```python
+# model = workbench.load("Qwen/Qwen3.5-35B-A3B")   # CUDA GPU or Apple Silicon
+# df = workbench.bench(model, prompt_tokens=512, new_tokens=128, repeats=5, depth=[0, 4096, 16384])
+# print(markdown(df))       # weight_GB/s and ceiling_share against the GPU's bandwidth
+# ```
