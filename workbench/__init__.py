@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 from .errors import BackendNotInstalled, WorkbenchError
 from .generation import Generation, Stats
 from .hub import bundled_names
+from .records import AttentionTrace, DeltaNetTrace, RoutingTrace
 from .sampling import SamplingParams
 from .spec import ModelSpec
-from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace
+from .trace import DeltaNetCapture, Intervention, Trace
 
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
            "WorkbenchError", "BackendNotInstalled", "bundled_names",

@@ -2,7 +2,7 @@
 the typed arrays a probe hands back (`Captured`), and their assembly into the user-facing records.
 
 Framework-free: the backends import this module (downwards); it imports the request and record
-types from `trace`.
+types from `trace` and `records`.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import WorkbenchError
+from .records import AttentionTrace, DeltaNetTrace, RoutingTrace
 from .spec import ModelSpec
-from .trace import AttentionTrace, DeltaNetCapture, DeltaNetTrace, Intervention, RoutingTrace, Trace, is_index, short_list
+from .trace import DeltaNetCapture, Intervention, Trace, is_index, short_list
 
 # Memory a capture may use at its peak, as a multiple of what it keeps: the recording holds framework
 # arrays until the run ends (no host sync per token), then the numpy result is built beside them, and

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import WorkbenchError
-from ..trace import DeltaNetTrace
+from ..records import DeltaNetTrace
 
 
 def half_life(decay: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import WorkbenchError
-from ..trace import Intervention, RoutingTrace
+from ..records import RoutingTrace
+from ..trace import Intervention
 
 if TYPE_CHECKING:
     from ..model import Model

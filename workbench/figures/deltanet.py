@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from ..analysis import deltanet as da
 from ..planner.caches import CacheGrowth
-from ..trace import AttentionTrace, DeltaNetTrace
+from ..records import AttentionTrace, DeltaNetTrace
 from .style import layout, token_labels
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..analysis import routing as ra
-from ..trace import RoutingTrace
+from ..records import RoutingTrace
 from .style import layout, token_labels
 
 

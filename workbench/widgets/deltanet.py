@@ -14,8 +14,9 @@ from ..errors import WorkbenchError
 from ..figures import deltanet as fd
 from ..generation import Generation
 from ..planner.caches import cache_growth
+from ..records import DeltaNetTrace
 from ..spec import spec
-from ..trace import DeltaNetCapture, DeltaNetTrace, Trace
+from ..trace import DeltaNetCapture, Trace
 from .common import FigureArea, Status, guarded
 
 VIEWS = ("state matrix", "state norm", "effective rank", "half-life (heads)", "half-life over tokens",

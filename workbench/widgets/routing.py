@@ -13,7 +13,8 @@ import plotly.graph_objects as go
 from ..analysis import routing as ra
 from ..errors import WorkbenchError
 from ..figures import routing as fr
-from ..trace import RoutingTrace, Trace
+from ..records import RoutingTrace
+from ..trace import Trace
 from .common import FigureArea, Status, guarded
 
 # view name -> (needs a layer, needs the second prompt)
