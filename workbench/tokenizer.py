@@ -99,6 +99,10 @@ class Tokenizer:
         return tuple(sorted(tokens, key=len, reverse=True))
 
     @cached_property
+    def _control_pattern(self) -> re.Pattern:
+        return re.compile("|".join(re.escape(c) for c in self.control_tokens) or r"(?!x)x")
+
+    @cached_property
     def _as_text(self):
         """A copy of the tokenizer that reads special-token strings as plain text."""
         from tokenizers import Tokenizer as _HFTokenizer
@@ -119,15 +123,12 @@ class Tokenizer:
         nonce = secrets.token_hex(4)
         found: list[str] = []
 
-        def mark(text: str) -> str:
-            if not isinstance(text, str) or not any(c in text for c in self.control_tokens):
-                return text
-            pattern = "|".join(re.escape(c) for c in self.control_tokens)
+        def sub(m: re.Match) -> str:
+            found.append(m.group(0))
+            return f"\ue000{nonce}{len(found) - 1}\ue001"
 
-            def sub(m):
-                found.append(m.group(0))
-                return f"\ue000{nonce}{len(found) - 1}\ue001"
-            return re.sub(pattern, sub, text)
+        def mark(text):
+            return self._control_pattern.sub(sub, text) if isinstance(text, str) else text
 
         marked = []
         for message in messages:
