@@ -7,6 +7,7 @@ from pathlib import Path
 
 import workbench
 from workbench import DeltaNetCapture, Trace
+from workbench.analysis.deltanet import longest_memory
 from workbench.figures import deltanet as fd
 from workbench.figures import planner as fp
 from workbench.figures import routing as fr
@@ -22,11 +23,13 @@ def main() -> None:
     gen = model.generate(code, max_new_tokens=24, ignore_eos=True,
                          trace=Trace(routing=True, router_probs=True, deltanet=DeltaNetCapture(states="all", inputs=True),
                                      attention=True))
+    # The head that remembers longest: one that forgets within a token would show a blank state.
+    layer, head = longest_memory(gen.deltanet)
     figures = {
         "routing_token_map": fr.token_map(gen.routing, selected=5),
         "routing_expert_load": fr.expert_load(gen.routing),
         "deltanet_half_lives": fd.half_lives(gen.deltanet),
-        "deltanet_state": fd.state_matrix(gen.deltanet, layer=model.spec.linear_layers[0], head=0, token=10),
+        "deltanet_state": fd.state_matrix(gen.deltanet, layer=layer, head=head, token=20),
         "planner_35b": fp.memory_bars([workbench.plan("Qwen/Qwen3.5-35B-A3B", f, 32_768, device="RTX 4090")
                                        for f in ("bf16", "fp8", "gguf-q8_0", "gguf-q4_k_m")]),
     }

@@ -9,10 +9,16 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
+# Cells whose outputs depend on the machine and its load (timings): committed without outputs.
+MACHINE_DEPENDENT = "machine-dependent"
+
+
 def clean(nb) -> None:
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+        if MACHINE_DEPENDENT in cell.metadata.get("tags", []):
+            cell.outputs, cell.execution_count = [], None
         for out in cell.get("outputs", []):
             out.get("metadata", {}).clear() if "metadata" in out else None
 

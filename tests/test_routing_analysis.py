@@ -55,9 +55,9 @@ def test_entropy_coactivation_flow_locality():
     with pytest.raises(workbench.WorkbenchError, match="last MoE layer"):
         ra.cross_layer_flow(t, layer=3)
     loc = ra.locality(t)
-    # layer 1 overlaps: t0-t1 2/2, t1-t2 1/2, t2-t3 0 -> mean 0.5; chance k/E = 0.5
+    # layer 1 overlaps: t0-t1 2/2, t1-t2 1/2, t2-t3 0 -> mean 0.5
     np.testing.assert_allclose(loc.loc[1, "observed"], 0.5)
-    np.testing.assert_allclose(loc.loc[1, "ratio"], 1.0)
+    np.testing.assert_allclose(loc.loc[1, "ratio"], 0.5 / loc.loc[1, "shuffled"])
 
 
 def test_specialisation_and_comparison():
@@ -85,3 +85,44 @@ def test_intervention_effect_on_the_bundled_model(tiny):
     none = ra.intervention_effect(tiny, "def add(a, b):", Intervention(), max_new_tokens=4)
     np.testing.assert_allclose(none.kl, 0.0, atol=1e-9)
     assert none.text == none.changed_text
+
+
+def random_trace(n_tokens=3000, vocab=1000, k=4, e=16, seed=0) -> RoutingTrace:
+    """Routing with no structure at all: each token picks k of e experts uniformly at random."""
+    rng = np.random.default_rng(seed)
+    experts = np.argsort(rng.random((2, n_tokens, e)), axis=-1)[..., :k].astype(np.int32)
+    ids = rng.integers(0, vocab, n_tokens)
+    return RoutingTrace(experts=experts, weights=np.full(experts.shape, 1 / k, np.float32),
+                        shared_gate=np.full((2, n_tokens), 0.5, np.float32), layers=np.array([0, 1]),
+                        token_ids=ids, tokens=ids.astype(str), phase=np.array(["prompt"] * n_tokens), num_experts=e)
+
+
+def test_baselines_match_routing_without_structure():
+    """On random routing every statistic sits on its baseline, and the baselines are not k/E: the
+    favourite-expert share of a token seen 3 times is ~0.74 by chance (top-4 of 16)."""
+    t = random_trace()
+    spec = ra.specialisation(t, min_count=3)
+    three = spec[spec["count"] == 3]
+    assert 0.70 < three.share.mean() < 0.78 and 0.70 < three.shuffled.mean() < 0.78
+    assert abs(spec.share.mean() - spec.shuffled.mean()) < 0.02
+    loc = ra.locality(t)
+    np.testing.assert_allclose(loc.observed, loc.shuffled, atol=0.01)
+    load = ra.expert_load(t)
+    np.testing.assert_allclose(load.cv, load.cv_random, atol=0.03)
+    half = t.n_tokens // 2
+    first = RoutingTrace(**{**{f: getattr(t, f) for f in ("layers", "num_experts")},
+                            "experts": t.experts[:, :half], "weights": t.weights[:, :half],
+                            "shared_gate": t.shared_gate[:, :half], "token_ids": t.token_ids[:half],
+                            "tokens": t.tokens[:half], "phase": t.phase[:half]})
+    cmp = ra.compare_loads(first, random_trace(seed=1))
+    assert np.all(cmp.jsd < 3 * cmp.jsd_halves)     # two random sets differ as much as halves of one
+
+
+def test_figures_show_the_baselines():
+    from workbench.figures import routing as fr
+    t = random_trace(300, vocab=40)
+    names = [tr.name for tr in fr.specialisation(t).data]
+    assert "shuffled routing (mean)" in names
+    assert any("shuffled" in (tr.name or "") for tr in fr.locality(t).data)
+    assert any("random router" in (tr.name or "") for tr in fr.load_balance(t).data)
+    assert "halves" in fr.compare(ra.compare_loads(t, random_trace(300, seed=2))).data[0].y[0]

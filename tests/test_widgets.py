@@ -64,7 +64,7 @@ def test_deltanet_explorer_views_and_slider(model):
     ex.token.value = 5
     z5 = np.array(ex.area.figure.data[0].z)
     assert not np.allclose(z0, z5)
-    np.testing.assert_allclose(z5, ex.session.trace.state(ex.layer.value, 5, 0), rtol=1e-6)
+    np.testing.assert_allclose(z5, ex.session.trace.state(ex.layer.value, 5, ex.head.value), rtol=1e-6)
     ex.layer.value = model.spec.linear_layers[-1]  # not kept yet: the explorer re-runs for it
     assert ex.session.trace.state_layers.tolist() == [model.spec.linear_layers[-1]]
     assert "Error" not in ex.status.text

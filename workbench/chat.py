@@ -85,7 +85,8 @@ class ChatLoop:
             gen = self._stream.generation
             generations.append(gen)
             yield ChatEvent("round", generation=gen)
-            content, found = parse_tool_calls(gen.text) if self.toolbox.tools else (gen.text.strip(), [])
+            # Parsed even without tools: a call to a tool this chat lacks is answered as a tool error.
+            content, found = parse_tool_calls(gen.text)
             message = {"role": "assistant", "content": gen.text}
             if gen.thinking:
                 message["reasoning_content"] = gen.thinking

@@ -72,9 +72,10 @@ messages = [{"role": "user", "content": "What is the capital of France?"}]
 print(model.apply_chat_template(messages, enable_thinking=False))
 
 # %%
-chat = model.generate(messages, max_new_tokens=16, thinking=True)
+chat = model.generate(messages, max_new_tokens=64, thinking=True)  # room for the reasoning and the answer
 print("thinking:", repr(chat.thinking))
 print("answer:  ", repr(chat.text))
+print("finish:  ", chat.finish_reason)  # "length" would mean max_new_tokens cut the reply short
 
 # %% [markdown]
 # ## Chat in a panel

@@ -36,6 +36,7 @@
 
 # %%
 import numpy as np
+import pandas as pd
 import workbench
 from workbench import DeltaNetCapture, Trace
 from workbench.analysis import deltanet as da
@@ -81,17 +82,23 @@ for layer in d.state_layers:
 # %% tags=["nbval-ignore-output"]
 fd.half_lives(d)
 
+# %% [markdown]
+# Heads differ by orders of magnitude: some forget within a token (their state is almost blank), others keep what they wrote for dozens of tokens. To see what a state holds, look at a head that remembers: the rest of this notebook follows the head with the longest half-life.
+
 # %%
-print(np.round(da.head_half_lives(d), 2))
+print(pd.DataFrame(da.readable_tokens(da.head_half_lives(d)), index=[f"layer {l}" for l in d.layers],
+                   columns=[f"head {h}" for h in range(d.num_heads)]))
+layer, head = da.longest_memory(d)
+print(f"longest memory: layer {layer}, head {head}")
 
 # %% tags=["nbval-ignore-output"]
-fd.half_life_over_tokens(d, layer=0)
+fd.half_life_over_tokens(d, layer=layer)
 
 # %% [markdown]
 # ## How hard each head writes
 
 # %% tags=["nbval-ignore-output"]
-fd.write_strength(d, layer=0)
+fd.write_strength(d, layer=layer)
 
 # %% [markdown]
 # ## How full the state gets
@@ -102,12 +109,12 @@ fd.write_strength(d, layer=0)
 fd.state_norm(d)
 
 # %% tags=["nbval-ignore-output"]
-fd.effective_rank(d, layer=0)
+fd.effective_rank(d, layer=layer)
 
 # %%
-ranks = da.rank_over_tokens(d, layer=0)
-print("effective rank after token 0:", np.round(ranks[0], 3).tolist())
-print("after the last token:       ", np.round(ranks[-1], 2).tolist())
+ranks = da.rank_over_tokens(d, layer=layer)[:, head]
+print(f"layer {layer} head {head}: effective rank after token 0: {ranks[0]:.2f}, after token 4: {ranks[4]:.2f}, "
+      f"after the last token: {ranks[-1]:.2f}")
 
 # %% [markdown]
 # ## The state itself
@@ -115,7 +122,7 @@ print("after the last token:       ", np.round(ranks[-1], 2).tolist())
 # One head's $D_k \times D_v$ state; move the slider to watch it change token by token.
 
 # %% tags=["nbval-ignore-output"]
-fd.state_matrix(d, layer=0, head=0)
+fd.state_matrix(d, layer=layer, head=head)
 
 # %% [markdown]
 # ## Effective attention
@@ -124,13 +131,13 @@ fd.state_matrix(d, layer=0, head=0)
 # $a_{t,s} = \beta_s\, q_t^\top M_t \cdots M_{s+1} k_s$, $M_r = \alpha_r (I - \beta_r k_r k_r^\top)$. Unlike softmax attention these weights can be negative (the delta rule erases) and fade with the decay. Left: a DeltaNet head; right: a head of the model's full-attention layer on the same prompt.
 
 # %% tags=["nbval-ignore-output"]
-fd.effective_attention(d, layer=0, head=0, attention=gen.attention)
+fd.effective_attention(d, layer=layer, head=head, attention=gen.attention)
 
 # %%
-a = da.effective_attention(d, layer=0, head=0)
-li = d.row(0)
+a = da.effective_attention(d, layer=layer, head=head)
+li = d.row(layer)
 _, out = gated_delta_rule(d.queries[li], d.keys[li], d.values[li], d.decay[li], d.beta[li])
-print("sum_s a[t,s] v_s equals the readout:", np.allclose(a @ d.values[li, :, 0], out[:, 0], atol=1e-8))
+print("sum_s a[t,s] v_s equals the readout:", np.allclose(a @ d.values[li, :, head], out[:, head], atol=1e-8))
 
 # %% [markdown]
 # ## Memory: a fixed state against a growing KV cache
@@ -169,7 +176,7 @@ except workbench.WorkbenchError as e:
 # %% [markdown]
 # ## The explorer
 #
-# Pick a layer and a head, press play (or drag the token slider) to watch the state evolve, switch views.
+# Pick a layer and a head (it opens on the head with the longest memory), press play (or drag the token slider) to watch the state evolve, switch views.
 
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets import DeltaNetExplorer

@@ -21,6 +21,7 @@
 # %%
 import pandas as pd
 import workbench
+from IPython.display import display
 from workbench.planner import FORMATS, known, plan
 from workbench.planner.devices import GB
 from workbench.figures import planner as fp
@@ -40,7 +41,7 @@ for repo in known():
     rows.append({"model": repo.split("/")[1], "layers": s.num_layers, "text (B)": s.params_text / 1e9,
                  "vision (B)": s.params_vision / 1e9, "MTP (B)": s.params_mtp / 1e9,
                  "total (B)": s.params_total / 1e9, "read per token (B)": s.params_active / 1e9})
-print(pd.DataFrame(rows).set_index("model").round(3))
+display(pd.DataFrame(rows).set_index("model").round(3))
 
 # %% [markdown]
 # The names count a little differently: *A3B* / *A17B* include the embedding table in the active parameters (397B-A17B: 16.33B read per token + 1.02B of embeddings = 17.35B), while the workbench counts what decoding reads. The Qwen3.5-0.8B config shipped here lacks its MTP keys, so its MTP count is 0.
@@ -52,9 +53,9 @@ print(pd.DataFrame(rows).set_index("model").round(3))
 
 # %%
 s = workbench.spec("Qwen/Qwen3.5-35B-A3B")
-print(pd.DataFrame([{"format": f, "what": FORMATS[f].description, "runs on": FORMATS[f].backend,
-                     "bits/weight": round(plan(s, f, 4096).bits_per_weight, 3),
-                     "weights (GB)": round(plan(s, f, 4096).weight_bytes / GB, 2)} for f in FORMATS]).set_index("format"))
+display(pd.DataFrame([{"format": f, "what": FORMATS[f].description, "runs on": FORMATS[f].backend,
+                       "bits/weight": round(plan(s, f, 4096).bits_per_weight, 3),
+                       "weights (GB)": round(plan(s, f, 4096).weight_bytes / GB, 2)} for f in FORMATS]).set_index("format"))
 
 # %% [markdown]
 # ## A memory plan
@@ -63,7 +64,7 @@ print(pd.DataFrame([{"format": f, "what": FORMATS[f].description, "runs on": FOR
 
 # %%
 p = workbench.plan("Qwen/Qwen3.5-35B-A3B", "gguf-q4_k_m", context=32_768, device="RTX 4090")
-print(p.table().round(3))
+display(p.table().round(3))
 print(p.verdict())
 
 # %% tags=["nbval-ignore-output"]
@@ -110,7 +111,7 @@ claim("25+ tok/s on a 24 GB GPU with MoE offload", "plausible" if p.offload.deco
       f"ceiling {p.offload.decode_ceiling:.0f} tok/s with 60 GB/s of RAM bandwidth (engines reach 30-60% of a ceiling)")
 
 with pd.option_context("display.max_colwidth", 200):
-    print(pd.DataFrame(claims).to_string(index=False))
+    display(pd.DataFrame(claims).set_index("claim"))
 
 # %% [markdown]
 # ## How fast can it possibly go?
@@ -127,7 +128,7 @@ for model, fmt in [("Qwen3.5-27B", "gguf-q4_k_m"), ("Qwen3.5-35B-A3B", "gguf-q4_
         p = workbench.plan(model, fmt, 8192, device=d)
         row[d] = f"{p.decode_ceiling:,.0f}" if p.fits else "-"
     rows.append(row)
-print(pd.DataFrame(rows).set_index(["model", "weights"]).to_string())
+display(pd.DataFrame(rows).set_index(["model", "weights"]))
 print("(tok/s ceiling at 8k context; - = does not fit)")
 
 # %% [markdown]
@@ -144,7 +145,7 @@ for repo in known():
     rows.append({"model": repo.split("/")[1], "state (MiB)": g.state_bytes / 2**20,
                  "KV per token (KiB)": g.kv_bytes[-1] / g.context[-1] / 1024, "crossover (tokens)": round(g.crossover),
                  "KV at 256k (GiB)": g.kv_bytes[-1] / 2**30, "all-attention KV at 256k (GiB)": g.kv_if_all_attention[-1] / 2**30})
-print(pd.DataFrame(rows).set_index("model").round(2).to_string())
+display(pd.DataFrame(rows).set_index("model").round(2))
 
 # %% [markdown]
 # ## MoE offload
@@ -159,7 +160,7 @@ for fmt in ["gguf-q4_k_m", "gguf-q8_0", "bf16"]:
     rows.append({"weights": fmt, "total (GB)": p.total_bytes / GB, "expert layers in RAM": o.cpu_expert_layers,
                  "RAM (GB)": o.host_bytes / GB, "read from GPU per token (GB)": o.gpu_read_per_token / GB,
                  "read from RAM per token (GB)": o.host_read_per_token / GB, "ceiling (tok/s)": o.decode_ceiling})
-print(pd.DataFrame(rows).set_index("weights").round(2).to_string())
+display(pd.DataFrame(rows).set_index("weights").round(2))
 
 # %% [markdown]
 # ## The planner panel

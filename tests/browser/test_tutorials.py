@@ -27,7 +27,7 @@ def test_quickstart_chat_panel(page, lab):
     panel = widget_output(page, "preset")
     box = panel.locator("textarea").first
     box.fill("Hello, who are you?")
-    panel.locator("button", has_text="Send").click()
+    box.press("Control+Enter")  # sends, as the Send button does (and does not run the cell)
     answer = panel.locator(".wb-answer, .wb-thinking")
     wait_for(lambda: answer.count() and answer.first.inner_text().strip(), what="streamed text")
     wait_for(lambda: "tok/s" in panel.inner_text(), what="the tokens/s readout")
@@ -78,6 +78,18 @@ def test_routing_explorer_click_a_token(page, lab):
     drag.click(position={"x": box["width"] * 0.6, "y": box["height"] * 0.5})
     wait_for(lambda: details.inner_text() != before, what="the clicked token's experts")
     assert re.search(r"token \d+", details.inner_text()) and "token 0 " not in details.inner_text()
+    # A view switch leaves nothing of the previous view drawn: the layer's load bars carry a
+    # "uniform k/E" line and label; the entropy map after them must not.
+    plot = explorer.locator(".js-plotly-plot").first
+    # (a plot being replaced has no layout for a moment: -1 then)
+    leftovers = "el => el.layout ? (el.layout.shapes || []).length + (el.layout.annotations || []).length : -1"
+    view = explorer.locator("select").first
+    view.select_option("expert load")
+    wait_for(lambda: plot.evaluate(leftovers) > 0, what="the load view's uniform line")
+    view.select_option("entropy")
+    title = "el => (el.layout && el.layout.title && el.layout.title.text) || ''"
+    wait_for(lambda: "Routing entropy" in plot.evaluate(title), what="the entropy view")
+    assert plot.evaluate(leftovers) == 0
     screenshot(page, name, explorer)
 
 

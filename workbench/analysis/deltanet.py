@@ -23,6 +23,23 @@ def head_half_lives(trace: DeltaNetTrace) -> np.ndarray:
     return np.median(half_life(trace.decay), axis=1)
 
 
+def longest_memory(trace: DeltaNetTrace) -> tuple[int, int]:
+    """(model layer, value head) with the longest median half-life: the head whose state holds
+    the most, the one to look at when teaching what the state keeps."""
+    t = head_half_lives(trace)
+    li, head = np.unravel_index(int(np.argmax(t)), t.shape)
+    return int(trace.layers[li]), int(head)
+
+
+def readable_tokens(t: np.ndarray) -> np.ndarray:
+    """Half-lives (in tokens) as short text: '<0.1', '0.7', '12', '3.4k'."""
+    t = np.asarray(t, dtype=np.float64)
+    out = np.where(t < 0.1, "<0.1", np.where(t < 10, np.char.mod("%.1f", np.round(t, 1)),
+                                             np.where(t < 1000, np.char.mod("%.0f", np.round(t)),
+                                                      np.char.add(np.char.mod("%.1f", t / 1000), "k"))))
+    return out
+
+
 def effective_rank(states: np.ndarray) -> np.ndarray:
     """exp(entropy of the normalised singular values) of each `[..., Dk, Dv]` matrix: 1 for a
     rank-one state, min(Dk, Dv) when all directions are used equally. 0 for a zero state."""

@@ -38,6 +38,22 @@ def one_hot(trace: RoutingTrace) -> np.ndarray:
     return out
 
 
+SHUFFLES = 20  # shuffles averaged for a baseline
+
+
+def shuffled(trace: RoutingTrace, seed: int = 0) -> RoutingTrace:
+    """The same routing decisions with the token positions permuted, independently per layer. Every
+    expert keeps its load; any link between a token (or its neighbour) and its experts is broken.
+    A statistic computed on it the same way as on the real trace is what chance gives at this load."""
+    rng = np.random.default_rng(seed)
+    order = np.stack([rng.permutation(trace.n_tokens) for _ in trace.layers])[..., None]   # [L, T, 1]
+    return RoutingTrace(experts=np.take_along_axis(trace.experts, order, 1),
+                        weights=np.take_along_axis(trace.weights, order, 1),
+                        shared_gate=np.take_along_axis(trace.shared_gate, order[..., 0], 1),
+                        layers=trace.layers, token_ids=trace.token_ids, tokens=trace.tokens, phase=trace.phase,
+                        num_experts=trace.num_experts)
+
+
 # ---- load balance -----------------------------------------------------------------------
 @dataclass
 class ExpertLoad:
@@ -52,9 +68,12 @@ class ExpertLoad:
     unused_share: np.ndarray        # share of experts no token was routed to
     aux_loss: np.ndarray | None     # E * sum_i load_i * P_i (= k when balanced); needs router probs
     n_tokens: int
+    cv_random: float = 0.0          # the same figures for a perfectly balanced router that picks
+    max_over_mean_random: float = 0.0  # k of E at random, over the same number of tokens (mean of draws)
 
     def table(self) -> pd.DataFrame:
-        df = pd.DataFrame({"layer": self.layers, "cv": self.cv, "max/mean": self.max_over_mean,
+        df = pd.DataFrame({"layer": self.layers, "cv": self.cv, "cv (random router)": self.cv_random,
+                           "max/mean": self.max_over_mean, "max/mean (random router)": self.max_over_mean_random,
                            "unused share": self.unused_share})
         if self.aux_loss is not None:
             df["aux loss"] = self.aux_loss
@@ -80,9 +99,23 @@ def expert_load(traces: RoutingTrace | Sequence[RoutingTrace], phase: str | None
         p_mean = np.concatenate(probs, axis=1).mean(axis=1)
         aux = traces[0].num_experts * (load * p_mean).sum(axis=1)
     k, e = traces[0].top_k, traces[0].num_experts
+    cv_random, max_random = _random_router_balance(n, k, e)
     return ExpertLoad(layers=traces[0].layers, load=load, uniform=k / e, cv=load.std(axis=1) / mean,
                       max_over_mean=load.max(axis=1) / mean, unused_share=(load == 0).mean(axis=1),
-                      aux_loss=aux, n_tokens=n)
+                      aux_loss=aux, n_tokens=n, cv_random=cv_random, max_over_mean_random=max_random)
+
+
+def _random_router_balance(n_tokens: int, k: int, e: int, seed: int = 0) -> tuple[float, float]:
+    """Mean cv and max/mean of the load when each of `n_tokens` picks k of e experts uniformly at
+    random: the imbalance sampling alone gives a perfectly balanced router."""
+    rng = np.random.default_rng(seed)
+    cvs, maxes = [], []
+    for _ in range(SHUFFLES):
+        picks = np.argsort(rng.random((n_tokens, e)), axis=1)[:, :k]
+        load = np.bincount(picks.ravel(), minlength=e) / n_tokens
+        cvs.append(load.std() / load.mean())
+        maxes.append(load.max() / load.mean())
+    return float(np.mean(cvs)), float(np.mean(maxes))
 
 
 # ---- per token --------------------------------------------------------------------------
@@ -119,23 +152,37 @@ def cross_layer_flow(trace: RoutingTrace, layer: int, rank: int = 1) -> np.ndarr
 
 
 def locality(trace: RoutingTrace) -> pd.DataFrame:
-    """Per layer: mean share of a token's experts also chosen by the previous token, against chance
-    (k/E for independent uniform choices), and their ratio."""
-    x = one_hot(trace)
-    if x.shape[1] < 2:
+    """Per layer: mean share of a token's experts also chosen by the previous token, the same share
+    on shuffled routing (same loads, token order broken; mean of SHUFFLES), and their ratio."""
+    if trace.n_tokens < 2:
         raise WorkbenchError("locality needs at least two tokens.")
-    shared = (x[:, 1:] & x[:, :-1]).sum(-1) / trace.top_k       # [L, T-1]
-    chance = trace.top_k / trace.num_experts
-    observed = shared.mean(axis=1)
-    return pd.DataFrame({"layer": trace.layers, "observed": observed, "chance": chance,
-                         "ratio": observed / chance}).set_index("layer")
+    observed = _locality(trace)
+    baseline = np.mean([_locality(shuffled(trace, seed)) for seed in range(SHUFFLES)], axis=0)
+    return pd.DataFrame({"layer": trace.layers, "observed": observed, "shuffled": baseline,
+                         "ratio": observed / baseline}).set_index("layer")
+
+
+def _locality(trace: RoutingTrace) -> np.ndarray:
+    x = one_hot(trace)
+    return ((x[:, 1:] & x[:, :-1]).sum(-1) / trace.top_k).mean(axis=1)      # [L]
 
 
 def specialisation(traces: RoutingTrace | Sequence[RoutingTrace], min_count: int = 3) -> pd.DataFrame:
     """Per token id seen at least `min_count` times and per layer: the share of its occurrences
-    routed (in the top-k) to its most frequent expert. Chance for independent uniform routing is
-    about k/E; 1.0 means the token always goes to that expert."""
+    routed (in the top-k) to its most frequent expert, and the same statistic on shuffled routing
+    (`shuffled`, mean of SHUFFLES). A maximum over experts is well above k/E by chance alone (about
+    0.74 at 3 occurrences and 0.5 at 10 for top-4 of 16), so the shuffled column is the baseline."""
     traces = _traces(traces)
+    observed = _favourite_share(traces, min_count)
+    if observed.empty:
+        return observed.assign(shuffled=[])
+    runs = [_favourite_share([shuffled(t, seed * len(traces) + i) for i, t in enumerate(traces)], min_count)
+            for seed in range(SHUFFLES)]
+    baseline = pd.concat(runs).groupby(["token_id", "layer"])["share"].mean().rename("shuffled")
+    return observed.join(baseline, on=["token_id", "layer"])
+
+
+def _favourite_share(traces: list[RoutingTrace], min_count: int) -> pd.DataFrame:
     ids = np.concatenate([t.token_ids for t in traces])
     texts = np.concatenate([t.tokens for t in traces])
     chosen = np.concatenate([one_hot(t) for t in traces], axis=1)    # [L, T, E]
@@ -156,14 +203,16 @@ def specialisation(traces: RoutingTrace | Sequence[RoutingTrace], min_count: int
 # ---- two prompt sets --------------------------------------------------------------------
 @dataclass
 class LoadComparison:
-    """Expert load of two prompt sets: load_a, load_b [moe_layer, E], their difference, and the
-    Jensen-Shannon divergence (bits) between the normalised loads per layer."""
+    """Expert load of two prompt sets: load_a, load_b [moe_layer, E], their difference, the
+    Jensen-Shannon divergence (bits) between the normalised loads per layer, and its control: the
+    JSD between two halves of the same set (mean over both sets), what sampling alone gives."""
 
     layers: np.ndarray
     load_a: np.ndarray
     load_b: np.ndarray
     jsd: np.ndarray
     labels: tuple[str, str]
+    jsd_halves: np.ndarray | None = None
 
     @property
     def difference(self) -> np.ndarray:
@@ -177,7 +226,8 @@ class LoadComparison:
             rows.append({"layer": int(layer),
                          f"{self.labels[0]} prefers": np.argsort(-d)[:top].tolist(),
                          f"{self.labels[1]} prefers": np.argsort(d)[:top].tolist(),
-                         "JSD (bits)": round(float(self.jsd[li]), 4)})
+                         "JSD (bits)": round(float(self.jsd[li]), 4),
+                         "JSD halves (bits)": None if self.jsd_halves is None else round(float(self.jsd_halves[li]), 4)})
         return pd.DataFrame(rows).set_index("layer")
 
 
@@ -199,7 +249,18 @@ def compare_loads(a: RoutingTrace | Sequence[RoutingTrace], b: RoutingTrace | Se
     la, lb = expert_load(a), expert_load(b)
     if not np.array_equal(la.layers, lb.layers) or la.load.shape != lb.load.shape:
         raise WorkbenchError("the two prompt sets were traced on different models.")
-    return LoadComparison(la.layers, la.load, lb.load, jensen_shannon(la.load, lb.load), tuple(labels))
+    halves = [_halves_jsd(_traces(x)) for x in (a, b)]
+    control = None if any(h is None for h in halves) else (halves[0] + halves[1]) / 2
+    return LoadComparison(la.layers, la.load, lb.load, jensen_shannon(la.load, lb.load), tuple(labels), control)
+
+
+def _halves_jsd(traces: list[RoutingTrace]) -> np.ndarray | None:
+    """JSD between the loads of the first and second half of a set's tokens (None under 4 tokens)."""
+    chosen = np.concatenate([one_hot(t) for t in traces], axis=1)
+    half = chosen.shape[1] // 2
+    if half < 2:
+        return None
+    return jensen_shannon(chosen[:, :half].mean(axis=1) + 1e-12, chosen[:, half:2 * half].mean(axis=1) + 1e-12)
 
 
 # ---- interventions ----------------------------------------------------------------------

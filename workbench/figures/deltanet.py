@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 from ..analysis import deltanet as da
 from ..planner.caches import CacheGrowth
 from ..records import AttentionTrace, DeltaNetTrace
-from .style import layout, token_labels
+from .style import blank_outside, hover_labels, layout, token_axis, token_labels
 
 
 def _heads(trace: DeltaNetTrace) -> list[str]:
@@ -21,7 +21,7 @@ def half_lives(trace: DeltaNetTrace) -> go.Figure:
     """Median memory half-life (tokens, log colour) per layer and head."""
     t = da.head_half_lives(trace)
     fig = go.Figure(go.Heatmap(z=np.log10(t), x=_heads(trace), y=[f"L{l}" for l in trace.layers],
-                               text=np.char.mod("%.1f", t), texttemplate="%{text}", colorscale="Viridis",
+                               text=da.readable_tokens(t), texttemplate="%{text}", colorscale="Viridis",
                                colorbar={"title": "log10 t½"},
                                hovertemplate="%{y} %{x}: half-life %{text} tokens<extra></extra>"))
     return layout(fig, "Memory half-life per head (median over tokens; t½ = ln 0.5 / ln decay)",
@@ -31,39 +31,44 @@ def half_lives(trace: DeltaNetTrace) -> go.Figure:
 def half_life_over_tokens(trace: DeltaNetTrace, layer: int) -> go.Figure:
     li = trace.row(layer)
     t = da.half_life(trace.decay[li])
-    labels = token_labels(trace.tokens)
+    labels = hover_labels(trace.tokens)
     fig = go.Figure([go.Scatter(x=np.arange(trace.n_tokens), y=t[:, h], mode="lines", name=f"h{h}",
-                                text=labels, hovertemplate="token %{x} %{text}: t½ %{y:.2f}<extra></extra>")
+                                text=labels, hovertemplate="token %{text}: t½ %{y:.2f}<extra></extra>")
                      for h in range(trace.num_heads)])
     fig.update_yaxes(type="log")
+    token_axis(fig, trace.tokens)
     return layout(fig, f"Layer {layer}: half-life per head as the tokens go by (dips = forgetting)",
                   "token", "half-life (tokens)")
 
 
 def write_strength(trace: DeltaNetTrace, layer: int) -> go.Figure:
     li = trace.row(layer)
-    fig = go.Figure(go.Heatmap(z=trace.beta[li].T, y=_heads(trace), zmin=0, zmax=1, colorscale="Oranges",
-                               customdata=np.broadcast_to(np.asarray(token_labels(trace.tokens), dtype=object),
+    fig = go.Figure(go.Heatmap(z=trace.beta[li].T, x=np.arange(trace.n_tokens), y=_heads(trace), zmin=0, zmax=1,
+                               colorscale="Oranges",
+                               customdata=np.broadcast_to(np.asarray(hover_labels(trace.tokens), dtype=object),
                                                           (trace.num_heads, trace.n_tokens)),
                                colorbar={"title": "β"},
-                               hovertemplate="token %{x} %{customdata}, %{y}: β %{z:.2f}<extra></extra>"))
+                               hovertemplate="token %{customdata}, %{y}: β %{z:.2f}<extra></extra>"))
+    token_axis(fig, trace.tokens)
     return layout(fig, f"Layer {layer}: write strength β per head and token", "token", "value head")
 
 
 def state_norm(trace: DeltaNetTrace, layer: int | None = None) -> go.Figure:
     """Norm of the state after each token: per head for one layer, or mean over heads per layer."""
     x = np.arange(trace.n_tokens)
-    labels = token_labels(trace.tokens)
+    labels = hover_labels(trace.tokens)
     if layer is None:
         norms = trace.state_norm.mean(axis=2)
         fig = go.Figure([go.Scatter(x=x, y=norms[i], mode="lines", name=f"L{l}", text=labels,
-                                    hovertemplate="token %{x} %{text}: %{y:.3f}<extra></extra>")
+                                    hovertemplate="token %{text}: %{y:.3f}<extra></extra>")
                          for i, l in enumerate(trace.layers)])
+        token_axis(fig, trace.tokens)
         return layout(fig, "State norm after each token (mean over heads)", "token", "‖S‖")
     li = trace.row(layer)
     fig = go.Figure([go.Scatter(x=x, y=trace.state_norm[li, :, h], mode="lines", name=f"h{h}", text=labels,
-                                hovertemplate="token %{x} %{text}: %{y:.3f}<extra></extra>")
+                                hovertemplate="token %{text}: %{y:.3f}<extra></extra>")
                      for h in range(trace.num_heads)])
+    token_axis(fig, trace.tokens)
     return layout(fig, f"Layer {layer}: state norm per head after each token", "token", "‖S‖")
 
 
@@ -109,29 +114,40 @@ def state_matrix(trace: DeltaNetTrace, layer: int, head: int, token: int | None 
 def effective_attention(trace: DeltaNetTrace, layer: int, head: int,
                         attention: AttentionTrace | None = None, attention_layer: int | None = None,
                         attention_head: int = 0) -> go.Figure:
-    """The DeltaNet head's exact effective attention, beside a real attention map."""
+    """The DeltaNet head's exact effective attention, beside a real attention map: query and key
+    positions on the axes (a repeated token keeps its own row and column), token text as labels."""
     eff = da.effective_attention(trace, layer, head)
-    labels = token_labels(trace.tokens)
-    n = len(labels)
+    n = len(eff)
+    hover = hover_labels(trace.tokens)
     cols = 2 if attention is not None else 1
     titles = [f"DeltaNet L{layer} h{head}: effective weights a[t, s]"]
     if attention is not None:
         attention_layer = int(attention.layers[0]) if attention_layer is None else attention_layer
         titles.append(f"full attention L{attention_layer} h{attention_head}: softmax weights")
     fig = make_subplots(1, cols, subplot_titles=titles, horizontal_spacing=0.12)
+
+    def heat(z, m, **style):
+        pairs = np.empty((m, m, 2), dtype=object)
+        pairs[..., 0] = np.asarray(hover[:m], dtype=object)[:, None]
+        pairs[..., 1] = np.asarray(hover[:m], dtype=object)[None, :]
+        return go.Heatmap(z=blank_outside(z[:m, :m], np.tri(m, dtype=bool)), x=np.arange(m), y=np.arange(m),
+                          customdata=pairs, hovertemplate="query %{customdata[0]}, key %{customdata[1]}: "
+                          "%{z:.3f}<extra></extra>", **style)
+
     lim = float(np.abs(eff).max()) or 1.0
-    fig.add_trace(go.Heatmap(z=np.where(np.tri(n, dtype=bool), eff, np.nan), x=labels, y=labels,
-                             colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"x": 0.44 if cols == 2 else 1.0},
-                             hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra></extra>"), 1, 1)
+    fig.add_trace(heat(eff, n, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                       colorbar={"x": 0.44 if cols == 2 else 1.0}), 1, 1)
+    token_axis(fig, trace.tokens[:n], "x", row=1, col=1)
+    token_axis(fig, trace.tokens[:n], "y", row=1, col=1)
     if attention is not None:
         a = attention.probs[attention.row(attention_layer), attention_head]
         m = min(n, a.shape[0])
-        fig.add_trace(go.Heatmap(z=np.where(np.tri(m, dtype=bool), a[:m, :m], np.nan), x=labels[:m], y=labels[:m],
-                                 colorscale="Blues", zmin=0, zmax=1,
-                                 hovertemplate="query %{y}, key %{x}: %{z:.3f}<extra></extra>"), 1, 2)
+        fig.add_trace(heat(a, m, colorscale="Blues", zmin=0, zmax=1), 1, 2)
+        token_axis(fig, trace.tokens[:m], "x", row=1, col=2)
+        token_axis(fig, trace.tokens[:m], "y", row=1, col=2)
     fig.update_yaxes(autorange="reversed")
     return layout(fig, "How much each earlier token's write contributes to the readout at token t",
-                  height=480)
+                  height=520)
 
 
 def memory(growths: Sequence[CacheGrowth]) -> go.Figure:

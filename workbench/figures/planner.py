@@ -27,6 +27,8 @@ def memory_bars(plans: Sequence[MemoryPlan], labels: Sequence[str] | None = None
                                                          "color": "crimson"},
                                  name="usable device memory", hovertemplate="%{y:,.1f} GB usable<extra></extra>"))
     fig.update_layout(barmode="stack")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(automargin=True)
     return layout(fig, "Memory per part against the device", None, "GB", height=460)
 
 
@@ -35,6 +37,6 @@ def ceilings(plans: Sequence[MemoryPlan], labels: Sequence[str] | None = None) -
     labels = list(labels or [f"{p.model} {p.weights}" for p in plans])
     fig = go.Figure(go.Bar(x=labels, y=[p.decode_ceiling if p.fits else None for p in plans], name="all on device"))
     if any(p.offload is not None for p in plans):
-        fig.add_trace(go.Bar(x=labels, y=[p.offload.decode_ceiling if p.offload else None for p in plans],
+        fig.add_trace(go.Bar(x=labels, y=[p.offload.decode_ceiling if p.runs_with_offload else None for p in plans],
                              name="with expert offload"))
     return layout(fig, "Decode ceiling: bandwidth / bytes read per token", None, "tok/s")

@@ -31,6 +31,7 @@ class WeightFormat:
     description: str
     bits: Callable[[Tensor, int], float]   # (tensor, number of layers) -> bits per weight
     backend: str                            # where it runs
+    platforms: tuple[str, ...] = ("gpu", "apple", "cpu")   # Device.kind values that can run it
 
 
 # Stored in float32 by the releases (and kept so by every converter).
@@ -79,11 +80,12 @@ def _gguf(base: float, output: float, more: float | None = None) -> Callable[[Te
 FORMATS: dict[str, WeightFormat] = {f.name: f for f in [
     WeightFormat("bf16", "bfloat16, as released", _bf16, "torch / MLX"),
     WeightFormat("fp16", "float16", _bf16, "torch / MLX"),
-    WeightFormat("fp8", "fp8 e4m3, 128x128 block scales (Qwen's -FP8 releases)", _fp8, "torch (vLLM, SGLang)"),
-    WeightFormat("int8", "int8 weights, one scale per output row", _int8, "torch"),
-    WeightFormat("mlx-8bit", "MLX affine 8-bit, group 64", _mlx(8), "MLX"),
-    WeightFormat("mlx-6bit", "MLX affine 6-bit, group 64", _mlx(6), "MLX"),
-    WeightFormat("mlx-4bit", "MLX affine 4-bit, group 64 (routers at 8-bit)", _mlx(4), "MLX"),
+    WeightFormat("fp8", "fp8 e4m3, 128x128 block scales (Qwen's -FP8 releases)", _fp8, "torch (vLLM, SGLang)",
+                 ("gpu",)),
+    WeightFormat("int8", "int8 weights, one scale per output row", _int8, "torch", ("gpu", "cpu")),
+    WeightFormat("mlx-8bit", "MLX affine 8-bit, group 64", _mlx(8), "MLX", ("apple",)),
+    WeightFormat("mlx-6bit", "MLX affine 6-bit, group 64", _mlx(6), "MLX", ("apple",)),
+    WeightFormat("mlx-4bit", "MLX affine 4-bit, group 64 (routers at 8-bit)", _mlx(4), "MLX", ("apple",)),
     WeightFormat("gguf-q8_0", "GGUF Q8_0", _gguf(Q8_0, Q8_0), "llama.cpp"),
     WeightFormat("gguf-q6_k", "GGUF Q6_K", _gguf(Q6_K, Q6_K), "llama.cpp"),
     WeightFormat("gguf-q4_k_m", "GGUF Q4_K_M (Q4_K, Q6_K for output and some attn_v / ffn_down)",

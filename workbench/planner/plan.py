@@ -31,8 +31,15 @@ class OffloadPlan:
     host_read_per_token: float
     host_bandwidth_gbs: float
     decode_ceiling: float         # tok/s: 1 / (gpu read / gpu bw + host read / host bw)
+    problem: str | None = None    # why this split can not run (the rest alone overflows the device, RAM too small)
+
+    @property
+    def possible(self) -> bool:
+        return self.problem is None
 
     def __str__(self) -> str:
+        if self.problem:
+            return f"offload: not possible ({self.problem})"
         return (f"offload: experts of {self.cpu_expert_layers} layers in system RAM ({self.host_bytes / GB:,.1f} GB), "
                 f"{self.gpu_expert_layers} on the device; per token {self.gpu_read_per_token / GB:,.2f} GB from "
                 f"the device + {self.host_read_per_token / GB:,.2f} GB from RAM at {self.host_bandwidth_gbs:,.0f} GB/s "
@@ -57,6 +64,7 @@ class MemoryPlan:
     device: Device | None = None
     offload: OffloadPlan | None = None
     notes: list = field(default_factory=list)
+    platform_problem: str | None = None   # why this format can not run on this device at all
 
     @property
     def total_bytes(self) -> float:
@@ -68,7 +76,14 @@ class MemoryPlan:
 
     @property
     def fits(self) -> bool | None:
-        return None if self.device is None else self.total_bytes <= self.device.usable_bytes
+        if self.device is None:
+            return None
+        return self.platform_problem is None and self.total_bytes <= self.device.usable_bytes
+
+    @property
+    def runs_with_offload(self) -> bool:
+        """Whether the expert-offload plan leaves the rest on the device and the experts in RAM."""
+        return self.offload is not None and self.offload.possible
 
     @property
     def decode_ceiling(self) -> float | None:
@@ -90,9 +105,14 @@ class MemoryPlan:
             return head
         d = self.device
         usable = d.usable_bytes / GB
+        if self.platform_problem:
+            return f"cannot run on {d.name}: {self.platform_problem}. ({head})"
         if self.fits:
             out = (f"{head} - fits {d.name} ({usable:,.1f} of {d.memory_gb:g} GB usable); decode ceiling "
                    f"{self.decode_ceiling:,.0f} tok/s at {d.bandwidth_gbs:,.0f} GB/s")
+        elif self.offload is not None and not self.offload.possible:
+            return (f"does not fit {d.name}, even with expert offload: {head}, {usable:,.1f} GB usable on the "
+                    f"device; {self.offload.problem}")
         else:
             out = f"{head} - does NOT fit {d.name} ({usable:,.1f} of {d.memory_gb:g} GB usable)"
         if self.offload is not None:
@@ -145,6 +165,11 @@ def plan(spec: ModelSpec | str, weights: str = "bf16", context: int = 32_768, ba
                         runtime_bytes=RUNTIME_BYTES if dev is not None and dev.kind != "cpu" else 0.0,
                         read_per_token=read, device=dev)
     result._params = sum(t.numel for t in tensors)
+    if dev is not None and dev.kind not in fmt.platforms:
+        where = {"apple": "Apple silicon (Metal)", "gpu": "a GPU", "cpu": "a CPU"}
+        result.platform_problem = (f"{fmt.name} is a format of {fmt.backend}, which runs on "
+                                   f"{' or '.join(where[k] for k in fmt.platforms)} only")
+        return result
     if dev is not None and spec.is_moe and (offload or (offload is None and not result.fits)):
         result.offload = _offload(spec, result, tensors, fmt, dev, host_memory_gb, host_bandwidth_gbs)
     return result
@@ -166,10 +191,12 @@ def _offload(spec, result: MemoryPlan, tensors, fmt, dev: Device, host_gb: float
     gpu_read = result.read_per_token - host * share
     host_read = host * share
     seconds = gpu_read / (dev.bandwidth_gbs * GB) + host_read / (host_bw * GB)
-    plan_ = OffloadPlan(on_gpu, on_cpu, rest + on_gpu * per_layer, host, gpu_read, host_read, host_bw, 1 / seconds)
+    problem = None
     if room < 0:
-        result.notes.append("even without any experts the rest does not fit the device: shorten the context "
-                            "or pick a smaller format.")
-    if host > host_gb * GB:
-        result.notes.append(f"the offloaded experts ({host / GB:,.0f} GB) exceed the {host_gb:g} GB of system RAM assumed.")
-    return plan_
+        problem = (f"even with every expert in system RAM the rest needs {rest / GB:,.1f} GB: shorten the context "
+                   "or pick a smaller format")
+    elif host > host_gb * GB:
+        problem = (f"the offloaded experts need {host / GB:,.0f} GB of system RAM and {host_gb:g} GB are assumed "
+                   "(host_memory_gb=)")
+    return OffloadPlan(on_gpu, on_cpu, rest + on_gpu * per_layer, host, gpu_read, host_read, host_bw, 1 / seconds,
+                       problem)

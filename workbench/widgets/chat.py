@@ -13,6 +13,7 @@ import ipywidgets as w
 
 from ..chat import ChatEvent, ChatLoop
 from .common import Status
+from .message_box import MessageBox
 from .speed import TokensPerSecondMeter
 
 # The Qwen3.5 model card's recommended settings.
@@ -47,7 +48,12 @@ class _Turn:
                 out.append(f"<details {'open' if live else ''} class='wb-thinking'><summary>thinking</summary>"
                            f"<div style='color:#666'>{_pre(text)}</div></details>")
             elif kind == "text":
-                out.append(f"<div class='wb-answer'>{_pre(text)}</div>")
+                # Tool calls are shown as calls (below), not as the XML the model wrote for them.
+                answer, call = text.split("<tool_call>", 1)[0], "<tool_call>" in text
+                if answer.strip() or not call:
+                    out.append(f"<div class='wb-answer'>{_pre(answer)}</div>")
+                if call and live:
+                    out.append("<div class='wb-tool-call' style='color:#1a5fb4'>&#128295; calling a tool ...</div>")
             elif kind == "tool_call":
                 out.append(f"<div class='wb-tool-call' style='color:#1a5fb4'>&#128295; {html.escape(text)}</div>")
             else:
@@ -67,7 +73,7 @@ class ChatPanel(w.VBox):
         self.messages: list[dict] = []
         self.history = w.HTML(layout={"width": "100%"})
         self.current = w.HTML(layout={"width": "100%"})
-        self.message = w.Textarea(placeholder="Type a message, then Send", layout={"width": "100%", "height": "60px"})
+        self.message = MessageBox(placeholder="Type a message, then Send (or Ctrl+Enter)")
         self.send_button = w.Button(description="Send", button_style="primary", icon="paper-plane")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.reset_button = w.Button(description="Reset", icon="trash")
@@ -86,6 +92,7 @@ class ChatPanel(w.VBox):
         self.last_result = None
         self.preset.observe(lambda _c: self.apply_preset(self.preset.value), names="value")
         self.send_button.on_click(lambda _b: self.send())
+        self.message.on_submit(self.send)
         self.stop_button.on_click(lambda _b: self.stop())
         self.reset_button.on_click(lambda _b: self.reset())
         self.apply_preset(preset)
@@ -170,8 +177,13 @@ class ChatPanel(w.VBox):
             result = loop.result
             self.last_result = result
             self.messages = result.messages
+            note = ""
+            if result.finish_reason == "length":
+                note = (f" - the reply was cut at {self.max_new_tokens.value} tokens"
+                        + (" while thinking, before any answer" if not result.text.strip() else "")
+                        + ": raise 'max tokens' to let it finish")
             self.status.info(f"done: {result.finish_reason}" + (f", {len(result.calls)} tool call(s)"
-                                                                  if result.calls else ""))
+                                                                  if result.calls else "") + note)
         except Exception as exc:  # noqa: BLE001 - the panel stays usable
             if self.messages and self.messages[-1]["role"] == "user":
                 self.messages.pop()
@@ -200,7 +212,10 @@ class ChatPanel(w.VBox):
         elif event.kind == "tool_call":
             c = event.call
             args = ", ".join(f"{k}={v!r}" for k, v in c.arguments.items())
-            turn.add("tool_call", f"{c.name or '?'}({args})" + (f"  [error: {c.error}]" if c.error else ""))
+            if c.error and c.error.startswith("unknown function"):
+                turn.add("tool_call", f"the model called {c.name or '?'}({args}), a tool this chat does not have")
+            else:
+                turn.add("tool_call", f"{c.name or '?'}({args})" + (f"  [error: {c.error}]" if c.error else ""))
         elif event.kind == "tool_result":
             turn.add("tool_result", event.text)
 

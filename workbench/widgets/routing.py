@@ -13,9 +13,10 @@ import plotly.graph_objects as go
 from ..analysis import routing as ra
 from ..errors import WorkbenchError
 from ..figures import routing as fr
+from ..figures.style import token_labels
 from ..records import RoutingTrace
 from ..trace import Trace
-from .common import FigureArea, Status, guarded
+from .common import FigureArea, Status, busy, guarded
 
 # view name -> (needs a layer, needs the second prompt)
 VIEWS = {
@@ -98,7 +99,7 @@ class RoutingSession:
     def details(self, token: int) -> str:
         """HTML table: the token's experts and weights in every MoE layer."""
         rows = self.trace.token(token)
-        label = html.escape(repr(str(self.trace.tokens[token % self.trace.n_tokens])))
+        label = html.escape(token_labels(self.trace.tokens[token % self.trace.n_tokens:][:1])[0])
         body = "".join(
             f"<tr><td>L{r['layer']}</td><td>{', '.join(f'E{e} ({x:.2f})' for e, x in zip(r['experts'], r['weights']))}"
             f"</td><td>{r['shared_gate']:.2f}</td></tr>" for r in rows)
@@ -125,11 +126,11 @@ class RoutingExplorer(w.VBox):
         self.details = w.HTML()
         self.status = Status()
         self.area = FigureArea()
-        self.area.on_click(guarded(self.status, lambda _i, x, _y: self._select(int(x))))
-        self.run_button.on_click(guarded(self.status, lambda _b: self.run()))
+        self.area.on_click(guarded(self.status, lambda _i, x, _y: self._select(int(x)), self.area))
+        self.run_button.on_click(guarded(self.status, lambda _b: self.run(), self.area))
         for control in (self.view, self.layer):
-            control.observe(guarded(self.status, lambda _c: self.redraw()), names="value")
-        self.token.observe(guarded(self.status, lambda _c: self._select(self.token.value)), names="value")
+            control.observe(guarded(self.status, lambda _c: self.redraw(), self.area), names="value")
+        self.token.observe(guarded(self.status, lambda _c: self._select(self.token.value), self.area), names="value")
         super().__init__([
             self.prompt, self.compare_prompt,
             w.HBox([self.new_tokens, self.run_button]),
@@ -139,7 +140,8 @@ class RoutingExplorer(w.VBox):
 
     def run(self) -> None:
         self.status.info("running ...")
-        trace = self.session.run(self.prompt.value, self.compare_prompt.value, self.new_tokens.value)
+        with busy(self.run_button):
+            trace = self.session.run(self.prompt.value, self.compare_prompt.value, self.new_tokens.value)
         self.token.max = trace.n_tokens - 1
         self.token.value = min(self.token.value, trace.n_tokens - 1)
         self.redraw()
@@ -148,7 +150,7 @@ class RoutingExplorer(w.VBox):
         view = self.view.value
         self.layer.disabled = not VIEWS[view][0]
         layer = self.layer.value if VIEWS[view][0] else None
-        self.area.show(self.session.figure(view, layer, self.token.value), clickable=view == "token map")
+        self.area.show(self.session.figure(view, layer, self.token.value), clickable=view == "token map", key=view)
         self.details.value = self.session.details(self.token.value)
         self.status.info(repr(self.session.trace))
 

@@ -9,7 +9,7 @@ import ipywidgets as w
 
 from ..benchmark import bench, markdown, parse_int_list
 from ..figures import bench as fb
-from .common import FigureArea, Status, guarded
+from .common import FigureArea, Status, busy, guarded
 
 
 class TokensPerSecondMeter(w.HTML):
@@ -30,12 +30,16 @@ class TokensPerSecondMeter(w.HTML):
         if self._first is None:
             self._first = now
         self.tokens += n
-        decode = (self.tokens - 1) / (now - self._first) if self.tokens > 1 and now > self._first else float("nan")
-        self.value = (f"<b>{decode:,.1f} tok/s</b> | {self.tokens} tokens | first token after "
-                      f"{1e3 * (self._first - self._start):,.0f} ms")
+        first = f"first token after {1e3 * (self._first - self._start):,.0f} ms"
+        if self.tokens < 2 or now <= self._first:  # a rate needs two tokens
+            self.value = f"<b>- tok/s</b> (from the second token) | {self.tokens} token | {first}"
+            return
+        decode = (self.tokens - 1) / (now - self._first)
+        self.value = f"<b>{decode:,.1f} tok/s</b> | {self.tokens} tokens | {first}"
 
     def finish(self, stats) -> None:
-        self.value = (f"<b>{stats.decode_tokens_per_s:,.1f} tok/s</b> decode | {stats.new_tokens} tokens | "
+        rate = "-" if stats.decode_tokens_per_s != stats.decode_tokens_per_s else f"{stats.decode_tokens_per_s:,.1f}"
+        self.value = (f"<b>{rate} tok/s</b> decode | {stats.new_tokens} tokens | "
                       f"TTFT {1e3 * stats.time_to_first_token_s:,.0f} ms | prefill "
                       f"{stats.prefill_tokens_per_s:,.0f} tok/s")
 
@@ -76,8 +80,9 @@ class StreamingMeter(w.VBox):
             pieces.append(chunk)
             self.text.value = f"<pre style='white-space:pre-wrap'>{html.escape(''.join(pieces))}</pre>"
 
-        gen = self.meter.run(self.model.stream(self.prompt.value, max_new_tokens=self.max_new_tokens.value,
-                                               ignore_eos=True), on_text=show)
+        with busy(self.button):
+            gen = self.meter.run(self.model.stream(self.prompt.value, max_new_tokens=self.max_new_tokens.value,
+                                                   ignore_eos=True), on_text=show)
         self.status.info(f"finish: {gen.finish_reason}")
         return gen
 
@@ -100,8 +105,8 @@ class SpeedDashboard(w.VBox):
         self.status = Status()
         self.area = FigureArea()
         self.results = None
-        self.button.on_click(guarded(self.status, lambda _b: self.run()))
-        self.view.observe(guarded(self.status, lambda _c: self.redraw()), names="value")
+        self.button.on_click(guarded(self.status, lambda _b: self.run(), self.area))
+        self.view.observe(guarded(self.status, lambda _c: self.redraw(), self.area), names="value")
         super().__init__([w.HBox([self.prompt_tokens, self.new_tokens, self.depths]),
                           w.HBox([self.repeats, self.button, self.progress]), self.view, self.area.widget,
                           self.table, self.status.widget])
@@ -112,9 +117,10 @@ class SpeedDashboard(w.VBox):
             self.progress.value = done
             self.status.info(f"{done}/{total}: {name}")
 
-        self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
-                             new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
-                             depth=parse_int_list(self.depths.value, "depths"), progress=progress)
+        with busy(self.button):
+            self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
+                                 new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
+                                 depth=parse_int_list(self.depths.value, "depths"), progress=progress)
         self.redraw()
         return self.results
 
