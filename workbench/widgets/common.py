@@ -28,8 +28,9 @@ class FigureArea:
     def show(self, fig: go.Figure, clickable: bool = False, key: object = None) -> None:
         self.dim(False)
         if key is None or key != self._key:
-            self._figure = go.FigureWidget(fig)
+            old, self._figure = self._figure, go.FigureWidget(fig)
             self.widget.children = (self._figure,)
+            old.close()  # its model in the kernel and the browser goes too
         else:
             with self._figure.batch_update():
                 self._figure.data = []
