@@ -66,6 +66,8 @@ def moe_forward(block, x: mx.array, choose=None) -> tuple[mx.array, tuple]:
 class MLXOps:
     """The array operations the recorder needs, in MLX."""
 
+    lazy = True
+
     def to_numpy(self, x):
         import numpy as np
         return np.array(x.astype(mx.float32) if mx.issubdtype(x.dtype, mx.floating) else x)

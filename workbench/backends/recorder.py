@@ -56,6 +56,7 @@ class ArrayOps(Protocol):
     def stack(self, arrays: list) -> Any: ...
     def take(self, x: Any, indices: Sequence[int]) -> Any: ...        # rows of x
     def flush(self, arrays: list) -> None: ...                        # evaluate now (lazy frameworks)
+    lazy: bool                                                        # computes only when asked (MLX)
 
 
 class Recorder:
@@ -64,7 +65,9 @@ class Recorder:
     def __init__(self, plan: ProbePlan, spec: ModelSpec, ops: ArrayOps):
         self.plan, self.spec, self.ops = plan, spec, ops
         self.layer: int | None = None       # the DeltaNet / attention layer running now (hooks set it)
-        self.pending: list = []             # per-token summaries to evaluate with the next step (MLX)
+        # Per-token summaries to evaluate with the next step; only a lazy framework needs them (an
+        # eager one has computed them already, and the list would only grow).
+        self.pending: list = []
         self._seen: dict[tuple[str, int], int] = defaultdict(int)
         self._rows: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
         self._final: dict[int, Any] = {}
@@ -124,7 +127,8 @@ class Recorder:
                 kept = ops.take(state, plan.state_heads)
                 rows["states"][layer].append(kept[None])
                 self._state_tokens[layer].append(t0 + t)
-                self.pending.append(kept)
+                if ops.lazy:
+                    self.pending.append(kept)
 
         if n == 1 and final is not None:
             state = final
@@ -142,7 +146,8 @@ class Recorder:
                     ops.flush(norms + [state])  # keeps a lazy framework's graph short on long prompts
         norms = ops.stack(norms)                                          # [T, Hv]
         rows["state_norm"][layer].append(norms)
-        self.pending += [log_decay, beta, norms]
+        if ops.lazy:
+            self.pending += [log_decay, beta, norms]
         if keep:
             self._final[layer] = state
 

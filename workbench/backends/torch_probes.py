@@ -44,6 +44,8 @@ def route(probs: torch.Tensor, k: int, disabled: torch.Tensor | None, forced: in
 class TorchOps:
     """The array operations the recorder needs, in torch."""
 
+    lazy = False
+
     def __init__(self, device: torch.device):
         self.device = device
 
