@@ -10,22 +10,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import workbench  # noqa: E402
 
-# Both backends by default; WORKBENCH_TEST_BACKENDS=torch (or mlx) runs the suite on one, for a
-# machine that has only one framework (as einops selects its backends). A test that loads an
-# unselected backend is skipped, as are cross-backend pairs and the tutorials (they run both).
-ALL_BACKENDS = ("torch", "mlx")
+# Every backend by default; WORKBENCH_TEST_BACKENDS=torch (or mlx, llamacpp, or a comma-separated
+# list) runs the suite on those, for a machine that has only some frameworks (as einops selects its
+# backends). A test that loads an unselected backend is skipped, as are cross-backend pairs and the
+# tutorials (they run all three). The shared `tiny` fixtures run on torch and MLX, which load
+# safetensors checkpoints; llama.cpp's tests load the bundled model's GGUF copies (tests/llamacpp).
+LOCAL_BACKENDS = ("torch", "mlx")
+ALL_BACKENDS = LOCAL_BACKENDS + ("llamacpp",)
 BACKENDS = [b.strip() for b in os.environ.get("WORKBENCH_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(",")
             if b.strip()]
 if not BACKENDS or set(BACKENDS) - set(ALL_BACKENDS):
     raise pytest.UsageError(f"WORKBENCH_TEST_BACKENDS={os.environ.get('WORKBENCH_TEST_BACKENDS')!r}: "
-                            "name torch, mlx or both (comma-separated).")
-BOTH = set(BACKENDS) == set(ALL_BACKENDS)
+                            "name torch, mlx, llamacpp or several (comma-separated).")
+BOTH = set(LOCAL_BACKENDS) <= set(BACKENDS)
+EVERY = set(BACKENDS) == set(ALL_BACKENDS)
 
 
 def pytest_collection_modifyitems(config, items):
-    if BOTH:
+    if EVERY:
         return
-    skip = pytest.mark.skip(reason=f"the tutorials run both backends; WORKBENCH_TEST_BACKENDS={BACKENDS}")
+    skip = pytest.mark.skip(reason=f"the tutorials run every backend; WORKBENCH_TEST_BACKENDS={BACKENDS}")
     for item in items:
         if str(item.fspath).endswith(".ipynb") or "browser" in str(item.fspath):
             item.add_marker(skip)
@@ -33,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _selected_backends_only(monkeypatch):
-    if BOTH:
+    if EVERY:
         return
     import workbench.backends as backends
     real = backends.backend_class
@@ -46,7 +50,7 @@ def _selected_backends_only(monkeypatch):
     monkeypatch.setattr(backends, "backend_class", selected)
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="session", params=[b for b in BACKENDS if b in LOCAL_BACKENDS])
 def tiny(request):
     """The bundled random-weight MoE checkpoint (exact checks need a fixture no training changes)."""
     return workbench.load("tiny-random", backend=request.param, device="cpu")
@@ -54,8 +58,8 @@ def tiny(request):
 
 def _pair(name):
     if not BOTH:
-        pytest.skip("cross-backend test: needs both backends selected")
-    return {b: workbench.load(name, backend=b, device="cpu") for b in ALL_BACKENDS}
+        pytest.skip("cross-backend test: needs torch and MLX selected")
+    return {b: workbench.load(name, backend=b, device="cpu") for b in LOCAL_BACKENDS}
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
-"""Qwen Workbench: run, inspect and measure Qwen3.5 hybrid models on PyTorch or MLX.
+"""Qwen Workbench: run, inspect and measure Qwen3.5 hybrid models on PyTorch, MLX or llama.cpp.
 
-`import workbench` imports neither torch nor mlx; a backend's framework is imported by `load`.
+`import workbench` imports no framework; a backend's framework is imported by `load`.
 """
 from __future__ import annotations
 
@@ -26,30 +26,71 @@ if TYPE_CHECKING:
 
 
 def load(model: str | Path = "tiny", backend: str = "auto", device: str | None = None,
-         dtype: str | None = None, revision: str | None = None) -> "Model":
+         dtype: str | None = None, revision: str | None = None, *, file: str | None = None,
+         context: int | None = None, offload_experts=None) -> "Model":
     """Load a Qwen3.5-family checkpoint.
 
     model:    a bundled name ("tiny": Qwen3.5-MoE, "tiny-dense": dense Qwen3.5), a local folder in
-              the Hugging Face layout, or a Hub id such as "Qwen/Qwen3.5-35B-A3B".
-    backend:  "auto" (MLX on Apple Silicon when installed, else torch on CUDA, else torch on CPU;
-              the WORKBENCH_BACKEND environment variable overrides), "torch" or "mlx".
-    device:   torch: "cpu", "cuda", "cuda:N"; MLX: "gpu" or "cpu". None picks the best one.
+              the Hugging Face layout, a Hub id such as "Qwen/Qwen3.5-35B-A3B", a .gguf file, a
+              bundled GGUF copy ("tiny:Q8_0", "tiny:Q4_0", "tiny:F32"), or a folder / Hub id of GGUF
+              files with `file=` ("*Q4_K_M.gguf": only that file is downloaded).
+    backend:  "auto" (GGUF: llama.cpp; else MLX on Apple Silicon when installed, else torch on CUDA,
+              else torch on CPU; the WORKBENCH_BACKEND environment variable overrides), "torch",
+              "mlx" or "llamacpp".
+    device:   torch: "cpu", "cuda", "cuda:N"; MLX: "gpu" or "cpu"; llama.cpp: "gpu" or "cpu".
+              None picks the best one.
     dtype:    "float32", "bfloat16" or "float16"; None keeps the checkpoint's dtype (MLX on a CPU:
-              float32, the only dtype its MoE kernels support).
+              float32, the only dtype its MoE kernels support). A GGUF file keeps its own types.
     revision: a branch, tag or commit for Hub ids.
+    context:  the most tokens a generation may hold (llama.cpp allocates its cache for it; default
+              min(model's context, 32768)); on torch and MLX it caps prompts and generations.
+    offload_experts: llama.cpp on a GPU: keep the routed experts of this many layers in system RAM
+              (llama.cpp's --n-cpu-moe), or pass `workbench.plan(...).offload`.
     """
     from . import hub
     from .backends import backend_class, choose_backend
-    from .checkpoint import weight_files
     from .model import Model
+
+    gguf = hub.resolve_gguf(model, file, revision)
+    if gguf is not None:
+        return _load_gguf(gguf, backend, device, dtype, context, offload_experts)
+    if offload_experts is not None:
+        raise WorkbenchError("offload_experts applies to GGUF files on the llama.cpp backend; torch and MLX "
+                             "keep every weight on one device.")
+    name = choose_backend(backend)
+    if name == "llamacpp":
+        raise WorkbenchError(f"the llama.cpp backend runs GGUF files, and {model!r} is a safetensors checkpoint: "
+                             "pass a .gguf file (e.g. 'tiny:Q8_0'), or make one with "
+                             "workbench.gguf.convert.gguf_copy(folder, 'q8_0', out).")
+    from .checkpoint import weight_files
     from .tokenizer import Tokenizer
 
     path = hub.resolve(model, revision)
     spec = ModelSpec.from_file(path)
     tokenizer = Tokenizer(path)
     weight_files(path)  # damaged or missing files named before a framework reads them
-    engine = backend_class(choose_backend(backend)).load(path, spec, device, dtype)
-    return Model(engine, tokenizer, path, spec)
+    engine = backend_class(name).load(path, spec, device, dtype)
+    return Model(engine, tokenizer, path, spec, context=context)
+
+
+def _load_gguf(path: Path, backend, device, dtype, context, offload_experts) -> "Model":
+    from .backends import backend_class
+    from .gguf.check import check_tokenizer
+    from .gguf.metadata import spec_from_gguf, tokenizer_from_gguf
+    from .gguf.reader import read_header
+    from .model import Model
+
+    if (backend or "auto").lower() not in ("auto", "llamacpp"):
+        raise WorkbenchError(f"{path.name} is a GGUF file, which runs on the llama.cpp backend "
+                             f"(backend='llamacpp' or 'auto'), not {backend!r}; torch and MLX load "
+                             "safetensors checkpoints.")
+    header = read_header(path)
+    spec = spec_from_gguf(header)
+    tokenizer = tokenizer_from_gguf(header)
+    engine = backend_class("llamacpp").load(path, spec, device, dtype, header=header, context=context,
+                                            offload_experts=offload_experts)
+    check_tokenizer(tokenizer, engine, path)
+    return Model(engine, tokenizer, path, spec, context=engine.context)
 
 
 def spec(model: str | Path) -> ModelSpec:

@@ -7,6 +7,7 @@ the files a model needs are fetched: configs, tokenizer, chat template and safet
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import WorkbenchError
@@ -83,3 +84,98 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     except RepositoryNotFoundError:
         raise WorkbenchError(f"{repo_id!r} is not a repository on the Hub (or it is gated/private and "
                              "you are not logged in: `hf auth login`).") from None
+
+
+# ---- GGUF files ------------------------------------------------------------------------------
+# GGUF copies of the bundled model, made once at set-up by scripts/make_gguf_copies.py (llama.cpp's
+# converter and quantizer) into the cache, named like llama.cpp's `-hf repo:TYPE`.
+BUNDLED_GGUF = {"tiny": ("F32", "Q8_0", "Q4_0")}
+
+
+def bundled_gguf(name: str, kind: str) -> Path:
+    from .gguf.convert import cache_dir
+    return cache_dir() / "gguf" / f"{name}-{kind}.gguf"
+
+
+def resolve_gguf(model, file: str | None = None, revision: str | None = None) -> Path | None:
+    """The GGUF file `model` (and `file=`) name, or None when they name a safetensors checkpoint.
+
+    A path to a .gguf file; a bundled name with a type ("tiny:Q4_0"); a local folder or Hub id
+    with `file=` a glob ("*Q4_K_M.gguf") that must match exactly one file (or one split set,
+    whose first part llama.cpp opens); from the Hub only that file is downloaded."""
+    if isinstance(model, (str, Path)) and str(model).lower().endswith(".gguf"):
+        if file is not None:
+            raise WorkbenchError("file= picks a GGUF file inside a folder or Hub repository; "
+                                 f"{model} is already a file.")
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise WorkbenchError(f"{path} does not exist: pass the path of a .gguf file.")
+        return path.resolve()
+    if isinstance(model, str) and ":" in model and model.split(":")[0] in BUNDLED_GGUF:
+        name, kind = model.split(":", 1)
+        kinds = BUNDLED_GGUF[name]
+        if kind.upper() not in kinds:
+            raise WorkbenchError(f"{model!r}: the bundled GGUF copies of {name!r} are "
+                                 f"{', '.join(f'{name}:{k}' for k in kinds)}.")
+        path = bundled_gguf(name, kind.upper())
+        if not path.exists():
+            raise WorkbenchError(
+                f"{model!r} has not been made on this machine yet: run `python scripts/make_gguf_copies.py` "
+                "(`./dev setup` does it once the gguf extra is installed).")
+        return path
+    if file is None:
+        return None
+    if not isinstance(file, str) or not file:
+        raise WorkbenchError(f"file={file!r}: give a file name or glob such as '*Q4_K_M.gguf'.")
+    if isinstance(model, Path) or (isinstance(model, str) and _looks_local(model)):
+        folder = Path(model).expanduser()
+        if not folder.is_dir():
+            raise WorkbenchError(f"{folder} is not a folder: with file=, pass the folder that holds the GGUF files.")
+        return _one_match(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.gguf")), file,
+                          str(folder), lambda name: folder / name)
+    return _hub_gguf(model, file, revision)
+
+
+def _one_match(names: list[str], pattern: str, where: str, path_of) -> Path:
+    import fnmatch
+
+    matches = [n for n in names if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(n.split("/")[-1], pattern)]
+    firsts = [n for n in matches if not re.search(r"-\d{5}-of-\d{5}\.gguf$", n) or "-00001-of-" in n]
+    if len(firsts) == 1:
+        return path_of(firsts[0])
+    if not matches:
+        listed = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "") if names else "none"
+        raise WorkbenchError(f"file={pattern!r} matches no GGUF file in {where} (it holds: {listed}).")
+    raise WorkbenchError(f"file={pattern!r} matches {len(firsts)} GGUF files in {where}: "
+                         f"{', '.join(firsts[:8])}. Give a pattern that picks one, e.g. '*Q4_K_M.gguf'.")
+
+
+def _hub_gguf(repo_id: str, pattern: str, revision: str | None) -> Path:
+    import os
+
+    try:
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+    except ImportError:
+        raise WorkbenchError("loading from the Hub needs huggingface_hub: pip install huggingface_hub") from None
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise WorkbenchError(f"{repo_id!r} is not a Hub id of the form 'Org/Name' holding GGUF files.")
+    try:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=[pattern]))
+            names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.gguf"))
+            return _one_match(names, pattern, f"the cached {repo_id}", lambda name: folder / name)
+        names = sorted(n for n in HfApi().list_repo_files(repo_id, revision=revision) if n.endswith(".gguf"))
+        chosen = _one_match(names, pattern, repo_id, lambda name: name)
+        parts = [n for n in names if re.sub(r"-\d{5}-of-(\d{5})\.gguf$", "", n) ==
+                 re.sub(r"-\d{5}-of-(\d{5})\.gguf$", "", str(chosen))] if "-of-" in str(chosen) else [str(chosen)]
+        paths = [Path(hf_hub_download(repo_id, n, revision=revision)) for n in parts]
+        return paths[0]
+    except LocalEntryNotFoundError:
+        raise WorkbenchError(
+            f"{repo_id!r} is not in the Hugging Face cache and the Hub cannot be reached (HF_HUB_OFFLINE is set "
+            f"or there is no network). Download the file once (`hf download {repo_id} --include '{pattern}'`) "
+            "or pass the local .gguf path.") from None
+    except RepositoryNotFoundError:
+        raise WorkbenchError(f"{repo_id!r} is not a repository on the Hub (or it is gated/private: "
+                             "`hf auth login`).") from None

@@ -59,15 +59,21 @@ class Stream:
 class Model:
     """A loaded Qwen3.5-family checkpoint on one backend.
 
-    Attributes: `backend` ("torch" | "mlx"), `device`, `dtype`, `path` (the local checkpoint
+    Attributes: `backend` ("torch" | "mlx" | "llamacpp"), `device`, `dtype`, `path` (the local checkpoint
     folder), `spec` (ModelSpec), `kernels` (implementation of each part), `tokenizer`.
     """
 
-    def __init__(self, engine: Backend, tokenizer: Tokenizer, path: Path, spec: ModelSpec):
+    def __init__(self, engine: Backend, tokenizer: Tokenizer, path: Path, spec: ModelSpec,
+                 context: int | None = None):
         self.engine = engine  # the backend: `model.engine.model` is the framework's own module
         self.tokenizer = tokenizer
         self.path = path
         self.spec = spec
+        if context is not None and (isinstance(context, bool) or not isinstance(context, (int, np.integer))
+                                    or context < 2):
+            raise WorkbenchError(f"context={context!r} is invalid: give the most tokens a generation may "
+                                 "hold, a whole number >= 2.")
+        self._context = context
 
     # ---- what it is ---------------------------------------------------------------------
     @property
@@ -103,7 +109,9 @@ class Model:
 
     @property
     def context_length(self) -> int:
-        return self.spec.max_position_embeddings
+        """The most tokens a generation may hold: the model's own limit, or `load(context=...)`."""
+        limit = self.spec.max_position_embeddings
+        return min(limit, int(self._context)) if self._context else limit
 
     def __repr__(self) -> str:
         return (f"Model({self.path.name!r}, backend={self.backend!r}, device={self.device!r}, "

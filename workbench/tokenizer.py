@@ -42,7 +42,8 @@ def _json_object(path: Path) -> dict:
 
 
 class Tokenizer:
-    """Encode, decode and render chats for one checkpoint folder."""
+    """Encode, decode and render chats for one checkpoint folder (or, through `from_parts`, for a
+    tokenizer rebuilt from a GGUF file's metadata)."""
 
     def __init__(self, folder: Path):
         from tokenizers import Tokenizer as _HFTokenizer
@@ -60,17 +61,10 @@ class Tokenizer:
                                  "copy tokenizer.json again from the model's release.") from None
         self.config: dict = _json_object(folder / "tokenizer_config.json")
         template_path = folder / "chat_template.jinja"
-        self.chat_template: str | None = (
-            template_path.read_text() if template_path.exists() else self.config.get("chat_template"))
-        if self.chat_template is not None and not isinstance(self.chat_template, str):
+        template = template_path.read_text() if template_path.exists() else self.config.get("chat_template")
+        if template is not None and not isinstance(template, str):
             raise WorkbenchError("tokenizer_config.json's chat_template is not a string (named templates "
                                  "are not supported): save the template as chat_template.jinja.")
-        if self.chat_template:
-            self._template  # compiled now: a broken template is reported at load, not at the first chat
-        self.eos_token_ids: tuple[int, ...] = self._eos_ids(folder)
-
-    def _eos_ids(self, folder: Path) -> tuple[int, ...]:
-        """Ids that end a generation: generation_config.json, then the config, then <|im_end|>."""
         ids: list[int] = []
         for name in ("generation_config.json", "config.json"):
             cfg = _json_object(folder / name)
@@ -78,6 +72,25 @@ class Tokenizer:
                 value = source.get("eos_token_id") if isinstance(source, dict) else None
                 if value is not None:
                     ids += value if isinstance(value, list) else [value]
+        self._finish(template, ids)
+
+    @classmethod
+    def from_parts(cls, tokenizer, chat_template: str | None, eos_token_ids, config: dict | None = None):
+        """A Tokenizer over a `tokenizers.Tokenizer` built elsewhere (from a GGUF file's vocabulary)."""
+        self = cls.__new__(cls)
+        self._tok, self.config = tokenizer, dict(config or {})
+        self._finish(chat_template, list(eos_token_ids))
+        return self
+
+    def _finish(self, chat_template: str | None, eos_ids: list[int]) -> None:
+        self.chat_template: str | None = chat_template
+        if self.chat_template:
+            self._template  # compiled now: a broken template is reported at load, not at the first chat
+        self.eos_token_ids: tuple[int, ...] = self._eos_ids(eos_ids)
+
+    def _eos_ids(self, ids: list[int]) -> tuple[int, ...]:
+        """Ids that end a generation: the configured ones, then <|im_end|> and <|endoftext|>."""
+        ids = list(ids)
         for token in ("<|im_end|>", "<|endoftext|>"):
             token_id = self._tok.token_to_id(token)
             if token_id is not None:

@@ -8,12 +8,13 @@ import platform
 
 from ..errors import BackendNotInstalled, WorkbenchError
 
-BACKENDS = ("torch", "mlx")
-_EXTRAS = {"torch": "torch", "mlx": "mlx"}
+BACKENDS = ("torch", "mlx", "llamacpp")
+_EXTRAS = {"torch": "torch", "mlx": "mlx", "llamacpp": "gguf"}
+_CLASSES = {"torch": "TorchBackend", "mlx": "MLXBackend", "llamacpp": "LlamaCppBackend"}
 
 
 def _installed(name: str) -> bool:
-    modules = {"torch": ("torch", "transformers"), "mlx": ("mlx", "mlx_lm")}[name]
+    modules = {"torch": ("torch", "transformers"), "mlx": ("mlx", "mlx_lm"), "llamacpp": ("llama_cpp",)}[name]
     return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
@@ -38,7 +39,7 @@ def choose_backend(backend: str | None = "auto") -> str:
             "no backend is installed: pip install 'qwen-workbench[torch]' (PyTorch; CUDA or CPU) "
             "or 'qwen-workbench[mlx]' (Apple Silicon; CPU build on Linux).")
     if name not in BACKENDS:
-        raise WorkbenchError(f"backend={backend!r} is unknown; use 'auto', 'torch' or 'mlx' "
+        raise WorkbenchError(f"backend={backend!r} is unknown; use 'auto', 'torch', 'mlx' or 'llamacpp' "
                              "(or set WORKBENCH_BACKEND to one of them).")
     return name
 
@@ -48,7 +49,8 @@ def backend_class(name: str):
     if not _installed(name):
         raise BackendNotInstalled(
             f"backend {name!r} is not installed: pip install 'qwen-workbench[{_EXTRAS[name]}]'"
-            + (" (on Linux: mlx[cpu] and mlx-lm)." if name == "mlx" else
-               " (on a CPU-only Linux machine: pip install torch==2.13.0 first)."))
+            + {"mlx": " (on Linux: mlx[cpu] and mlx-lm).",
+               "torch": " (on a CPU-only Linux machine: pip install torch==2.13.0 first).",
+               "llamacpp": " (llama-cpp-python; it compiles llama.cpp: several minutes, see the README)."}[name])
     module = importlib.import_module(f".{name}_backend", __name__)
-    return module.TorchBackend if name == "torch" else module.MLXBackend
+    return getattr(module, _CLASSES[name])
