@@ -2,7 +2,8 @@
 tracing costs, side by side in one run.
 
 For each backend, on the same checkpoint, prompt and greedy settings, alternating runs:
-  raw                 transformers `model.generate` (torch) / `mlx_lm.stream_generate` (MLX)
+  raw                 transformers `model.generate` (torch) / `mlx_lm.stream_generate` (MLX) /
+                      llama-cpp-python's own `Llama.generate` loop on the same GGUF file (llamacpp)
   workbench           model.generate(ids, max_new_tokens=N)
   + routing           ... trace=Trace(routing=True)
   + deltanet          ... trace=Trace(deltanet=True)  (per-token summaries)
@@ -15,7 +16,8 @@ set-up cancel out. Tracing costs compare the decode tok/s of the workbench's own
 Medians over repeats. Targets: workbench >= 0.95x raw; routing capture >= 0.9x untraced (tracing
 runs the reference path, so it is compared with that).
 
-    python scripts/bench_decode_loop.py [--model tiny] [--new 128] [--prompt 128] [--repeats 5]
+    python scripts/bench_decode_loop.py [--model tiny] [--gguf tiny:F32] [--new 128] [--prompt 128]
+                                        [--repeats 5] [--backends torch,mlx,llamacpp]
 """
 from __future__ import annotations
 
@@ -61,6 +63,26 @@ def raw_mlx(model, ids):
     return run
 
 
+def raw_llamacpp(model, ids):
+    from llama_cpp import Llama
+
+    # Same file, context and threads as the workbench's backend; greedy (top_k=1) like ours.
+    llm = Llama(model_path=str(model.path), n_ctx=model.engine.context, n_threads=model.engine.threads,
+                n_threads_batch=model.engine.threads, n_gpu_layers=model.engine.gpu_layers, verbose=False,
+                flash_attn=not model.engine.full_precision,
+                type_k=model.engine.kv_type, type_v=model.engine.kv_type)
+    tokens = ids.tolist()
+
+    def run(k):
+        for i, _ in enumerate(llm.generate(tokens, top_k=1, temp=0.0, reset=True)):
+            if i + 1 == k:
+                break
+    return run
+
+
+RAW = {"torch": raw_torch, "mlx": raw_mlx, "llamacpp": raw_llamacpp}
+
+
 def ours(model, ids, trace=None, fast=None):
     """fast: None keeps the model's default path; True / False pick the fast / reference path."""
     def run(k):
@@ -90,14 +112,15 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--backends", default="torch,mlx")
+    ap.add_argument("--gguf", default="tiny:F32", help="the GGUF file the llamacpp backend runs")
+    ap.add_argument("--backends", default="torch,mlx,llamacpp")
     args = ap.parse_args()
     print("| backend | raw engine tok/s | workbench tok/s | workbench / raw | fast / reference path | + routing "
           "| + deltanet summaries |\n|---|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
-        model = workbench.load(args.model, backend=backend)
+        model = workbench.load(args.gguf) if backend == "llamacpp" else workbench.load(args.model, backend=backend)
         ids = np.random.default_rng(0).integers(0, 2000, size=args.prompt).astype(np.int64)
-        runs = {"raw": (raw_torch if backend == "torch" else raw_mlx)(model, ids), "ours": ours(model, ids)}
+        runs = {"raw": RAW[backend](model, ids), "ours": ours(model, ids)}
         traced = {"fast": ours(model, ids, fast=True), "reference": ours(model, ids, fast=False),
                   "deltanet": ours(model, ids, Trace(deltanet=True))}
         if model.spec.is_moe:
@@ -110,7 +133,8 @@ def main() -> None:
                 rates[name].append(loop_rate(run, args.new))
         med = {name: statistics.median(r) for name, r in rates.items()}
         routing = f"{med['routing'] / med['reference']:.2f}x" if "routing" in med else "dense"
-        print(f"| {backend} | {med['raw']:,.1f} | {med['ours']:,.1f} | {med['ours'] / med['raw']:.2f}x | "
+        name = f"{backend} ({model.dtype})" if backend == "llamacpp" else backend
+        print(f"| {name} | {med['raw']:,.1f} | {med['ours']:,.1f} | {med['ours'] / med['raw']:.2f}x | "
               f"{med['fast'] / med['reference']:.2f}x | {routing} | {med['deltanet'] / med['reference']:.2f}x |")
 
 

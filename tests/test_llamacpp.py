@@ -8,11 +8,11 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import BACKENDS
+from conftest import BACKENDS, gguf_copy
 
 import workbench
 from workbench import Trace, WorkbenchError
-from workbench.hub import BUNDLED_GGUF, CHECKPOINTS, bundled_gguf
+from workbench.hub import CHECKPOINTS
 
 CHAT = [{"role": "system", "content": "You are a careful assistant. Answer briefly and show your working. When "
                                       "you write code, use Python 3, type hints and short docstrings; prefer the "
@@ -27,22 +27,6 @@ CHAT = [{"role": "system", "content": "You are a careful assistant. Answer brief
                                     "positive numbers and raises ValueError otherwise. Also add a docstring "
                                     "and two doctest examples, one of them for a square of side 3."}]
 CODE = "import os\n\n\ndef read_lines(path):\n    \"\"\"Return the lines of a text file.\"\"\"\n"
-
-
-def gguf_copy(kind: str):
-    if "llamacpp" not in BACKENDS:
-        pytest.skip("the llama.cpp backend is not selected (WORKBENCH_TEST_BACKENDS)")
-    assert kind in BUNDLED_GGUF["tiny"]
-    path = bundled_gguf("tiny", kind)
-    if not path.exists():  # ./dev setup makes them; a bare checkout makes them here, the same way
-        from workbench.gguf.convert import convert, quantize
-        full = bundled_gguf("tiny", "F32")
-        full.parent.mkdir(parents=True, exist_ok=True)
-        if not full.exists():
-            convert(CHECKPOINTS / "tiny", full, "f32")
-        if kind != "F32":
-            quantize(full, path, kind)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -132,6 +132,29 @@ from workbench.widgets import ChatPanel
 ChatPanel(model, tools=TOOLS)
 
 # %% [markdown]
+# ## GGUF files on llama.cpp
+# Most people run Qwen3.5 as a quantized GGUF file in llama.cpp (a Q4 35B-A3B on a 24 GB card). The same interface opens one: set-up made GGUF copies of `tiny` with llama.cpp's own converter and quantizer (`tiny:F32`, `tiny:Q8_0` and `tiny:Q4_0`, a real 4-bit file). The spec, tokenizer and chat template come from the file's metadata, and `kernels` says which ggml backend runs it and how each group of weights is stored:
+
+# %%
+q4 = workbench.load("tiny:Q4_0")  # a .gguf path works too; backend="llamacpp" is picked for it
+print(q4.backend, q4.dtype, q4.path.name)
+print(q4.kernels["weights"])
+
+# %% [markdown]
+# It decodes through the workbench's own loop and sampler, so everything above works on it; 4-bit weights change the model a little, which is where it shows first:
+
+# %%
+for m in (model, q4):
+    print(f"{m.backend:8s} {m.dtype:8s}", repr(m.generate("def fibonacci(n):", max_new_tokens=24).text))
+
+# %% [markdown]
+# A downloaded file loads by path, and a Hub repository of GGUF files with a pattern (only that file is fetched); `offload_experts=N` keeps the routed experts of N layers in system RAM on a GPU, as llama.cpp's `--n-cpu-moe` does:
+#
+# ```python
+# model = workbench.load("unsloth/Qwen3.5-35B-A3B-GGUF", file="*Q4_K_M.gguf", offload_experts=10)
+# ```
+
+# %% [markdown]
 # ## A real checkpoint
 # The same code loads the released models from the Hugging Face Hub (into the standard cache, only the files the model needs), on a CUDA GPU with torch or on Apple Silicon with MLX:
 #

@@ -62,6 +62,9 @@ class Backend(ABC):
     # off with `Model.fast_decode = False`, and a probe always runs the reference path.
     fast_decode: bool = False
     fast_decode_available: bool = False
+    # What a probe can do on this backend (llama.cpp: no attention maps, no routing interventions).
+    traces_attention: bool = True
+    intervenes: bool = True
 
     @abstractmethod
     def new_cache(self, capacity: int | None = None, fast: bool = True) -> Any:

@@ -96,6 +96,7 @@ class _Context:
         self.free = list(range(SEQUENCES))
         self.dirty: list[int] = []          # released by a dropped cache; cleared before reuse
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.views: dict[int, np.ndarray] = {}   # numpy views of llama.cpp's logits rows, by address
 
     def lease(self) -> int:
         if not self.free and not self.dirty:
@@ -128,6 +129,8 @@ class LlamaCache:
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    traces_attention = False   # its attention kernels never form the probabilities
+    intervenes = False         # expert choice happens inside llama.cpp's graph
 
     def __init__(self, model_ptr, spec: ModelSpec, header: GGUFHeader, context: int, threads: int,
                  gpu_layers: int, offload: Offload, keep_alive: list):
@@ -228,17 +231,32 @@ class LlamaCppBackend(Backend):
 
     # ---- forward ----------------------------------------------------------------------------
     def forward(self, tokens, cache: LlamaCache) -> np.ndarray:
-        ids = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
-        if cache.pos + len(ids) > self.context:
-            raise WorkbenchError(f"the llama.cpp context holds {self.context} tokens and this run needs "
-                                 f"{cache.pos + len(ids)}: load with a larger context= (the model allows "
-                                 f"{self.spec.max_position_embeddings}).")
         ctx = cache.context
+        if isinstance(tokens, int):  # a decode step: the sampler's token (the common case, kept short)
+            self._decode_one(ctx, tokens, cache)
+            return self._logits(ctx, 0)
+        ids = np.atleast_1d(np.asarray(tokens, dtype=np.int64))
+        self._room(cache, len(ids))
         for start in range(0, len(ids), ctx.n_batch):
             chunk = ids[start:start + ctx.n_batch]
             self._decode(ctx, chunk, cache.seq, cache.pos, last_only=True)
             cache.pos += len(chunk)
         return self._logits(ctx, -1)
+
+    def _room(self, cache: LlamaCache, n: int) -> None:
+        if cache.pos + n > self.context:
+            raise WorkbenchError(f"the llama.cpp context holds {self.context} tokens and this run needs "
+                                 f"{cache.pos + n}: load with a larger context= (the model allows "
+                                 f"{self.spec.max_position_embeddings}).")
+
+    def _decode_one(self, ctx: _Context, token: int, cache: LlamaCache) -> None:
+        self._room(cache, 1)
+        batch = ctx.batch
+        batch.token[0], batch.pos[0], batch.n_seq_id[0], batch.logits[0] = token, cache.pos, 1, True
+        batch.seq_id[0][0] = cache.seq
+        batch.n_tokens = 1
+        self._check(llama_cpp.llama_decode(ctx.ptr, batch))
+        cache.pos += 1
 
     def logits(self, token_ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(token_ids, dtype=np.int64)
@@ -263,7 +281,9 @@ class LlamaCppBackend(Backend):
             batch.seq_id[i][0] = seq
             batch.logits[i] = (i == n - 1) or not last_only
         batch.n_tokens = n
-        status = llama_cpp.llama_decode(ctx.ptr, batch)
+        self._check(llama_cpp.llama_decode(ctx.ptr, batch))
+
+    def _check(self, status: int) -> None:
         probe = self.probing
         if probe is not None:
             probe.raise_pending()
@@ -273,8 +293,15 @@ class LlamaCppBackend(Backend):
                                     else "(see its log above)."))
 
     def _logits(self, ctx: _Context, i: int) -> np.ndarray:
-        pointer = llama_cpp.llama_get_logits_ith(ctx.ptr, i)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))[: self.spec.vocab_size].copy()
+        """Row `i` of the last decode's logits (-1: the last row), copied: llama.cpp reuses the buffer."""
+        address = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx.ptr, i), ctypes.c_void_p).value
+        view = ctx.views.get(address)
+        if view is None:
+            if len(ctx.views) > 8:  # the rows a decode step reads are few; a long logits() run is not kept
+                ctx.views.clear()
+            view = ctx.views[address] = np.frombuffer(
+                (ctypes.c_float * self.n_vocab).from_address(address), dtype=np.float32)[: self.spec.vocab_size]
+        return view.copy()
 
     # ---- probes and sampling ------------------------------------------------------------------
     def probe(self, plan):

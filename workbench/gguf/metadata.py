@@ -94,7 +94,10 @@ def config_from_gguf(header: GGUFHeader) -> dict:
         "shared_expert_intermediate_size": int(a("expert_shared_feed_forward_length", 0) or 0),
         "norm_topk_prob": True,
         "mtp_num_hidden_layers": mtp,
-        "dtype": _DTYPES.get(header.file_type, header.file_type.lower()),
+        # Quantized weights are dequantized into float32 activations; caches and states stay float32
+        # (model.dtype names the file's type, e.g. "Q4_K_M").
+        "dtype": _DTYPES.get(header.file_type, "float32"),
+        "gguf_file_type": header.file_type,
     }
     if isinstance(config["max_position_embeddings"], np.ndarray):  # pragma: no cover - defensive
         config["max_position_embeddings"] = int(config["max_position_embeddings"][0])
@@ -120,7 +123,8 @@ def weight_types(header: GGUFHeader) -> dict[str, str]:
         if len(types) == 1:
             out[group] = next(iter(types))
         else:
-            out[group] = ", ".join(f"{name} {n / total:.0%}" for name, n in types.most_common())
+            out[group] = ", ".join(f"{name} {n / total:.0%}" if n / total >= 0.005 else f"{name} <1%"
+                                   for name, n in types.most_common())
     return out
 
 

@@ -55,16 +55,17 @@ class DeltaNetSession:
         layer = self.layers[0] if layer is None else layer
         n = max(1, max_new_tokens)
         short = len(self.model.encode(prompt)) <= 256   # attention maps and inputs only for short prompts
+        maps = short and self.model.engine.traces_attention  # llama.cpp: the DeltaNet side alone
         try:
             capture = DeltaNetCapture(states="all", layers=[layer], inputs=short)
             gen = self.model.generate(prompt, max_new_tokens=n, ignore_eos=True,
-                                      trace=Trace(deltanet=capture, attention=short))
+                                      trace=Trace(deltanet=capture, attention=maps))
         except WorkbenchError as exc:
             if "budget" not in str(exc):
                 raise
             capture = DeltaNetCapture(states="all", layers=[layer], heads=[head], inputs=short)
             gen = self.model.generate(prompt, max_new_tokens=n, ignore_eos=True,
-                                      trace=Trace(deltanet=capture, attention=short))
+                                      trace=Trace(deltanet=capture, attention=maps))
         self.gen, self._prompt, self._new_tokens = gen, prompt, max_new_tokens
         return gen.deltanet
 
