@@ -48,7 +48,10 @@ class BenchTest:
 
 def weight_bytes_per_token(model: "Model") -> float:
     """Bytes of weights one decoded token reads at the loaded dtype (active experts, one
-    embedding row, the whole lm_head)."""
+    embedding row, the whole lm_head); a GGUF file's own tensor sizes where the backend has them."""
+    stored = model.engine.weight_bytes_per_token()
+    if stored is not None:
+        return stored
     size = DTYPE_BYTES.get(model.dtype, 4)
     return sum(t.numel * t.read_share * (4 if t.name in FLOAT32 else size)
                for t in text_tensors(model.spec))

@@ -89,9 +89,10 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure tokens per second like llama-bench",
                        description="pp<N>: prefill N tokens; tg<N>: decode N tokens; comma lists or repeated "
                                    "flags make a sweep (every combination, like llama-bench).")
-    b.add_argument("-m", "--model", default="tiny", help="bundled name, folder or Hub id (default tiny)")
-    b.add_argument("-b", "--backend", default="auto", choices=["auto", "torch", "mlx"])
-    b.add_argument("--device", default=None, help="torch: cpu | cuda | cuda:N; MLX: gpu | cpu")
+    b.add_argument("-m", "--model", default="tiny",
+                   help="bundled name, folder, Hub id, .gguf file or bundled GGUF copy like tiny:Q4_0 (default tiny)")
+    b.add_argument("-b", "--backend", default="auto", choices=["auto", "torch", "mlx", "llamacpp"])
+    b.add_argument("--device", default=None, help="torch: cpu | cuda | cuda:N; MLX and llama.cpp: gpu | cpu")
     b.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     b.add_argument("-p", "--n-prompt", dest="prompt", type=_int_list, action="append", help="prompt tokens (512)")
     b.add_argument("-n", "--n-gen", dest="new", type=_int_list, action="append", help="generated tokens (128)")

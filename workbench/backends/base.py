@@ -85,8 +85,10 @@ class Backend(ABC):
     def lock(self) -> threading.RLock:
         """Held for every call into the model, so generations in several threads interleave step by
         step (each on its own cache) and never run the model at the same moment."""
-        # dict.setdefault is atomic: two threads asking first still share one lock.
-        return self.__dict__.setdefault("_lock", threading.RLock())
+        lock = self.__dict__.get("_lock")
+        if lock is None:  # dict.setdefault is atomic: two threads asking first still share one lock
+            lock = self.__dict__.setdefault("_lock", threading.RLock())
+        return lock
 
     def step(self, tokens: Any, cache: Any, probe: Probe | None = None) -> Any:
         """`forward` under the model's lock, with `probe` hooked in for this call only."""
@@ -108,6 +110,11 @@ class Backend(ABC):
         self.forward(np.zeros(2, dtype=np.int64), cache)
         self.to_numpy(self.forward(np.zeros(1, dtype=np.int64), cache))
         self.synchronize()
+
+    def weight_bytes_per_token(self) -> float | None:
+        """Bytes of stored weights one decoded token reads, where the backend knows them better than
+        parameters x dtype (quantized files); None: computed from the spec."""
+        return None
 
     def hardware_name(self) -> str:
         """What the device is called by its driver (for reports and bandwidth lookups)."""

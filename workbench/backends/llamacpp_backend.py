@@ -41,6 +41,11 @@ DEFAULT_CONTEXT = 32_768
 _EXPERT_PATTERN = r"blk\.{}\.ffn_(up|down|gate|gate_up)_(ch|)exps"   # llama.cpp common's --n-cpu-moe
 
 
+# llama_get_logits_ith returning the address as an int (the binding's version builds a ctypes pointer).
+_logits_ith = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32)(
+    ("llama_get_logits_ith", llama_cpp.llama_cpp._lib))
+
+
 class _BuftOverride(ctypes.Structure):
     _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
@@ -268,7 +273,7 @@ class LlamaCppBackend(Backend):
                 chunk = ids[start:start + ctx.n_batch]
                 self._decode(ctx, chunk, cache.seq, cache.pos, last_only=False)
                 for i in range(len(chunk)):
-                    out[start + i] = self._logits(ctx, i)
+                    out[start + i] = self._logits(ctx, i)  # copied into `out`
                 cache.pos += len(chunk)
         finally:
             cache._release()
@@ -293,15 +298,17 @@ class LlamaCppBackend(Backend):
                                     else "(see its log above)."))
 
     def _logits(self, ctx: _Context, i: int) -> np.ndarray:
-        """Row `i` of the last decode's logits (-1: the last row), copied: llama.cpp reuses the buffer."""
-        address = ctypes.cast(llama_cpp.llama_get_logits_ith(ctx.ptr, i), ctypes.c_void_p).value
+        """Row `i` of the last decode's logits (-1: the last row) as a numpy view of llama.cpp's own
+        buffer: like a device array, valid until the next forward on this context (the sampler reads
+        it at once; `logits()` copies)."""
+        address = _logits_ith(ctx.ptr, i)
         view = ctx.views.get(address)
         if view is None:
-            if len(ctx.views) > 8:  # the rows a decode step reads are few; a long logits() run is not kept
+            if len(ctx.views) > 8:  # a decode step reads one or two rows; a long logits() run is not kept
                 ctx.views.clear()
             view = ctx.views[address] = np.frombuffer(
                 (ctypes.c_float * self.n_vocab).from_address(address), dtype=np.float32)[: self.spec.vocab_size]
-        return view.copy()
+        return view
 
     # ---- probes and sampling ------------------------------------------------------------------
     def probe(self, plan):
@@ -326,7 +333,8 @@ class LlamaCppBackend(Backend):
             super().warm_up()
 
     def to_numpy(self, value) -> np.ndarray:
-        return np.asarray(value, dtype=np.float32) if np.asarray(value).dtype.kind == "f" else np.asarray(value)
+        value = np.array(value)  # a copy: logits are views of llama.cpp's buffer
+        return value.astype(np.float32, copy=False) if value.dtype.kind == "f" else value
 
     def to_int(self, token) -> int:
         return int(token)
@@ -339,6 +347,10 @@ class LlamaCppBackend(Backend):
 
     def peak_memory(self) -> int | None:
         return None if self.gpu_layers else host_memory.peak_bytes()
+
+    def weight_bytes_per_token(self) -> float:
+        from ..gguf.metadata import bytes_per_token
+        return bytes_per_token(self.header)
 
     def hardware_name(self) -> str:
         from .llamacpp_ggml import ggml

@@ -14,16 +14,16 @@ from ..sampling import SamplingParams
 
 
 def make_sampler(params: SamplingParams, vocab: int):
-    """A stateful sampler: logits [vocab] float32 -> token id (int)."""
+    """A stateful sampler: logits [vocab] float32 numpy (read, never kept or changed) -> token id."""
     seen = np.zeros(vocab, dtype=np.float32) if params.presence_penalty else None
     rng = None if params.greedy else np.random.default_rng(
         params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
 
     def sample(logits: np.ndarray) -> int:
-        logits = np.asarray(logits, dtype=np.float32)[:vocab]
+        logits = logits[:vocab]
         if seen is not None:
             logits = logits - params.presence_penalty * seen
-        token = int(np.argmax(logits)) if params.greedy else draw(logits, params, rng)
+        token = int(logits.argmax()) if params.greedy else draw(logits, params, rng)
         if seen is not None:
             seen[token] = 1.0
         return token

@@ -128,6 +128,25 @@ def weight_types(header: GGUFHeader) -> dict[str, str]:
     return out
 
 
+def bytes_per_token(header: GGUFHeader) -> float:
+    """Bytes of the file's weights one decoded token reads: the routed experts it is sent to (top-k
+    of E), one embedding row, everything else whole (the lm_head is the embedding when tied).
+    MTP blocks are not run by llama.cpp's decode and are left out."""
+    spec = spec_from_gguf(header)
+    share = spec.num_experts_per_tok / spec.num_experts if spec.num_experts else 1.0
+    names = {t.name for t in header.tensors}
+    total = 0.0
+    for t in header.tensors:
+        group = _group(t.name, spec.num_layers)
+        if group == "MTP":
+            continue
+        if group == "embeddings":
+            total += t.nbytes / spec.vocab_size + (t.nbytes if "output.weight" not in names else 0)
+        else:
+            total += t.nbytes * (share if group == "routed experts" else 1.0)
+    return total
+
+
 def _group(name: str, n_layers: int) -> str:
     layer = re.match(r"blk\.(\d+)\.", name)
     if layer and int(layer.group(1)) >= n_layers:
