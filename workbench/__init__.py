@@ -18,7 +18,7 @@ from .trace import DeltaNetCapture, Intervention, Trace
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
            "WorkbenchError", "BackendNotInstalled", "bundled_names",
            "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace",
-           "spec", "plan", "bench"]
+           "spec", "plan", "bench", "drift", "quantize"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -101,9 +101,10 @@ def spec(model: str | Path) -> ModelSpec:
     return _spec(model)
 
 
-def plan(model, weights: str = "bf16", context: int = 32_768, batch: int = 1, device=None, **kwargs):
+def plan(model, weights: str | None = None, context: int = 32_768, batch: int = 1, device=None, **kwargs):
     """Memory plan and decode ceiling of a model (a ModelSpec or anything `spec` accepts) in a
-    weight format, at a context length, on a device; see `workbench.planner.plan`."""
+    weight format (None: a quantized checkpoint's own, else bf16), at a context length, on a device;
+    see `workbench.planner.plan`."""
     from .planner.plan import plan as _plan
     return _plan(model, weights=weights, context=context, batch=batch, device=device, **kwargs)
 
@@ -113,6 +114,21 @@ def bench(model, prompt_tokens=512, new_tokens=128, repeats: int = 5, depth=0, *
     tg<N>, pp<N>+tg<M>, at depth d<D>); see `workbench.benchmark`."""
     from .benchmark import bench as _bench
     return _bench(model, prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats, depth=depth, **kwargs)
+
+
+def drift(reference, candidates, texts, context: int = 512, **kwargs):
+    """What quantization changes: the same token ids through `reference` and each candidate (any
+    backends), llama-perplexity's KL-divergence statistics, expert-routing agreement per MoE layer and
+    DeltaNet state error per linear layer, as pandas tables; see `workbench.drift`."""
+    from .comparison import drift as _drift
+    return _drift(reference, candidates, texts, context=context, **kwargs)
+
+
+def quantize(model, fmt: str, out, **kwargs):
+    """A quantized copy ("mlx-4bit", "gguf-q4_k_m", ...) made with mlx-lm's or llama.cpp's own tools;
+    it loads with `workbench.load(out)`. See `workbench.quantize`."""
+    from .quantization import quantize as _quantize
+    return _quantize(model, fmt, out, **kwargs)
 
 
 def __getattr__(name):  # Model without importing a backend at package import

@@ -115,13 +115,26 @@ class ModelSpec:
         and one embedding row instead of the table (the lm_head is read whole)."""
         return count(text_tensors(self), read=True)
 
+    @property
+    def weight_format(self) -> str | None:
+        """How the checkpoint's weights are stored when quantized, as a planner format name
+        ("mlx-4bit", "gguf-q4_k_m", ...; "gguf-<type>" for types the planner does not model), else None."""
+        gguf = self.raw.get("gguf_file_type")
+        if gguf:
+            return None if gguf in ("F32", "F16", "BF16") else f"gguf-{gguf.lower()}"
+        block = self.raw.get("quantization") or self.raw.get("quantization_config")
+        if isinstance(block, dict) and "bits" in block and "quant_method" not in block:
+            return f"mlx-{block['bits']}bit"
+        return None
+
     def summary(self) -> str:
         kind = (f"MoE {self.num_experts} experts, top-{self.num_experts_per_tok} + shared"
                 if self.is_moe else "dense")
+        stored = f"; weights {self.weight_format}" if self.weight_format else ""
         return (f"{self.architecture}: {self.num_layers} layers "
                 f"({len(self.linear_layers)} Gated DeltaNet, {len(self.full_attention_layers)} "
                 f"full attention), hidden {self.hidden_size}, {kind}, "
-                f"{self.params_text / 1e6:,.2f}M text params ({self.params_active / 1e6:,.2f}M active)")
+                f"{self.params_text / 1e6:,.2f}M text params ({self.params_active / 1e6:,.2f}M active){stored}")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod

@@ -146,7 +146,8 @@ def deltanet_error(reference, candidate) -> pd.DataFrame:
     out = pd.DataFrame({"layer": list(reference.layers), "state norm rel. error": rel.mean((1, 2)),
                         "max |Δ decay|": np.abs(candidate.decay - reference.decay).max((1, 2)),
                         "max |Δ beta|": np.abs(candidate.beta - reference.beta).max((1, 2))})
-    if reference.final_state is not None and candidate.final_state is not None:
+    if (reference.final_state is not None and candidate.final_state is not None
+            and len(reference.final_state) == len(out)):
         diff = np.linalg.norm((candidate.final_state - reference.final_state).reshape(len(out), -1), axis=1)
         out["final state rel. error"] = diff / np.maximum(
             np.linalg.norm(reference.final_state.reshape(len(out), -1), axis=1), 1e-12)

@@ -66,7 +66,10 @@ class MLXBackend(Backend):
         self.model, self.spec = model, spec
         self._device = device
         self.device = "gpu" if device == mx.gpu else "cpu"
-        self.dtype = str(dtype).removeprefix("mlx.core.")
+        self.compute_dtype = str(dtype).removeprefix("mlx.core.")
+        # A quantized checkpoint is reported as what it stores ("mlx-4bit"), not its activations' dtype.
+        self.dtype = spec.weight_format or self.compute_dtype
+        self.quantized = _quantized_params(model)   # {"4-bit": n, "8-bit": n, "float32": n} or {}
 
     @classmethod
     def load(cls, path: Path, spec: ModelSpec, device: str | None, dtype: str | None) -> "MLXBackend":
@@ -123,9 +126,44 @@ class MLXBackend(Backend):
                                  else "MLX ops (token-by-token recurrence)"),
             "causal_conv1d": "MLX conv1d",
             "attention": "MLX fast.scaled_dot_product_attention",
-            "moe": ("MLX gather_mm (SwitchGLU)" if self.spec.is_moe else "dense MLP (MLX)"),
+            "moe": (f"MLX {self._expert_kernel()} (SwitchGLU)" if self.spec.is_moe else "dense MLP (MLX)"),
             "decode": self.decode_path(None),
+            **({"weights": ", ".join(f"{kind} {n / 1e6:,.2f}M params" for kind, n in self.quantized.items())
+                + f"; activations {self.compute_dtype}"} if self.quantized else {}),
         }
+
+    def _expert_kernel(self) -> str:
+        from mlx_lm.models.switch_layers import QuantizedSwitchLinear
+
+        experts = [(name, m) for name, m in self.model.named_modules()
+                   if ".switch_mlp." in f"{name}." and isinstance(m, dict) and "weight" in m]
+        quant = [m for _, m in experts if isinstance(m, QuantizedSwitchLinear)]
+        if not quant:
+            return "gather_mm"
+        kept = sorted({name.rsplit(".", 1)[-1] for name, m in experts if not isinstance(m, QuantizedSwitchLinear)})
+        bits = "/".join(str(b) for b in sorted({m.bits for m in quant}))
+        where = f"; {', '.join(kept)} kept in {self.compute_dtype} with gather_mm (rows not divisible into groups)" \
+            if kept else ""
+        return f"gather_qmm ({bits}-bit affine, group {quant[0].group_size}){where}"
+
+    def weight_bytes_per_token(self) -> float | None:
+        """A quantized copy's stored bytes read per token (packed weights, scales and biases): the
+        routed experts a token is sent to, one embedding row, everything else whole."""
+        if not self.quantized:
+            return None
+        from mlx.utils import tree_flatten
+
+        spec = self.spec
+        share = spec.num_experts_per_tok / spec.num_experts if spec.num_experts else 1.0
+        params = dict(tree_flatten(self.model.parameters()))
+        tied = not any("lm_head" in k for k in params)
+        total = 0.0
+        for name, array in params.items():
+            if "embed_tokens" in name:
+                total += array.nbytes / spec.vocab_size + (array.nbytes if tied else 0)
+            else:
+                total += array.nbytes * (share if "switch_mlp" in name else 1.0)
+        return total
 
     # ---- forward ------------------------------------------------------------------------
     def logits(self, token_ids: np.ndarray) -> np.ndarray:
@@ -213,6 +251,26 @@ def _flat_rope_keys(spec: ModelSpec) -> dict:
         return {}
     return {k: spec.raw.get(k, v) for k, v in
             (("rope_theta", spec.rope_theta), ("partial_rotary_factor", spec.partial_rotary_factor))}
+
+
+def _quantized_params(model) -> dict[str, int]:
+    """Parameters by how they are stored, for a quantized model ({} when nothing is quantized)."""
+    counts: dict[str, int] = {}
+    quantized = False
+    for _, module in model.named_modules():
+        bits = getattr(module, "bits", None)
+        weight = module.get("weight") if isinstance(module, dict) else None  # an MLX Module is a dict
+        if not isinstance(weight, mx.array) or weight.ndim < 2:
+            continue
+        if bits is not None and weight.dtype == mx.uint32:
+            quantized = True
+            kind, n = f"{bits}-bit", weight.size * 32 // bits
+        else:
+            kind, n = str(weight.dtype).removeprefix("mlx.core."), weight.size
+        counts[kind] = counts.get(kind, 0) + n
+    if not quantized:
+        return {}
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _cast_weights(model, dtype) -> None:

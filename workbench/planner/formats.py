@@ -17,7 +17,7 @@ from typing import Callable
 from ..errors import WorkbenchError
 from ..tensors import Tensor
 
-Q8_0, Q6_K, Q4_K = 8.5, 6.5625, 4.5
+Q8_0, Q6_K, Q4_K, Q4_0 = 8.5, 6.5625, 4.5, 4.5
 
 
 def _use_more_bits(layer: int, n_layers: int) -> bool:
@@ -56,8 +56,8 @@ def _int8(t: Tensor, n: int) -> float:
 
 def _mlx(bits: int) -> Callable[[Tensor, int], float]:
     def rule(t: Tensor, n: int) -> float:
-        if t.kind == "small":
-            return _bf16(t, n)
+        if t.kind == "small" or (t.in_features and t.in_features % 64):
+            return _bf16(t, n)  # mlx-lm quantizes a matrix only when groups of 64 divide its rows
         if t.kind == "router":
             return 8 + 32 / 64
         return bits + 32 / 64
@@ -90,6 +90,7 @@ FORMATS: dict[str, WeightFormat] = {f.name: f for f in [
     WeightFormat("gguf-q6_k", "GGUF Q6_K", _gguf(Q6_K, Q6_K), "llama.cpp"),
     WeightFormat("gguf-q4_k_m", "GGUF Q4_K_M (Q4_K, Q6_K for output and some attn_v / ffn_down)",
                  _gguf(Q4_K, Q6_K, Q6_K), "llama.cpp"),
+    WeightFormat("gguf-q4_0", "GGUF Q4_0 (blocks of 32; Q6_K for output)", _gguf(Q4_0, Q6_K), "llama.cpp"),
 ]}
 
 

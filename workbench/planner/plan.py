@@ -12,7 +12,7 @@ from ..tensors import text_tensors
 from .caches import deltanet_state_bytes, kv_bytes_per_token
 from .devices import GB, Device, GiB
 from .devices import device as lookup_device
-from .formats import weight_format
+from .formats import FORMATS, weight_format
 
 RUNTIME_BYTES = 0.75 * GiB    # CUDA context / Metal and framework buffers, a typical floor
 PREFILL_CHUNK = 512           # tokens per prefill step that activations are sized for
@@ -125,12 +125,13 @@ class MemoryPlan:
     _params: int = 0
 
 
-def plan(spec: ModelSpec | str, weights: str = "bf16", context: int = 32_768, batch: int = 1,
+def plan(spec: ModelSpec | str, weights: str | None = None, context: int = 32_768, batch: int = 1,
          device: str | Device | None = None, kv_dtype: str = "bfloat16",
          host_memory_gb: float = 64, host_bandwidth_gbs: float = 60, offload: bool | None = None) -> MemoryPlan:
     """Memory and speed plan of `spec` (a ModelSpec or anything `workbench.spec` accepts).
 
-    weights: a format of `planner.FORMATS`; context: tokens per sequence; batch: sequences.
+    weights: a format of `planner.FORMATS`; None: the checkpoint's own when it is quantized (a loaded
+    MLX 4-bit or GGUF model's spec), else bf16. context: tokens per sequence; batch: sequences.
     device: a name of `planner.DEVICES` or a `Device`; the verdict and ceilings need one.
     offload: for MoE models, plan expert offload to system RAM (None: only when it does not fit).
     """
@@ -142,6 +143,8 @@ def plan(spec: ModelSpec | str, weights: str = "bf16", context: int = 32_768, ba
             raise WorkbenchError(f"{name}={value!r} is invalid: give a whole number >= 1.")
     if context > spec.max_position_embeddings:
         raise WorkbenchError(f"context={context:,} exceeds this model's maximum of {spec.max_position_embeddings:,} tokens.")
+    if weights is None:
+        weights = spec.weight_format if spec.weight_format in FORMATS else "bf16"
     fmt = weight_format(weights)
     tensors = text_tensors(spec)
     n = spec.num_layers

@@ -1,10 +1,11 @@
 """ipywidgets panels over the workbench (need the `notebooks` extra): `ChatPanel`, `RoutingExplorer`,
-`DeltaNetExplorer`, `PlannerPanel`, `TokensPerSecondMeter` / `StreamingMeter`, `SpeedDashboard`.
+`DeltaNetExplorer`, `PlannerPanel`, `TokensPerSecondMeter` / `StreamingMeter`, `SpeedDashboard`,
+`QuantizationExplorer`.
 Each is a thin view over a controller object or a function that tests drive directly."""
 from __future__ import annotations
 
 __all__ = ["ChatPanel", "RoutingExplorer", "DeltaNetExplorer", "PlannerPanel", "TokensPerSecondMeter", "StreamingMeter",
-           "SpeedDashboard"]
+           "SpeedDashboard", "QuantizationExplorer"]
 
 
 def __getattr__(name):
@@ -20,6 +21,9 @@ def __getattr__(name):
     if name == "ChatPanel":
         from .chat import ChatPanel
         return ChatPanel
+    if name == "QuantizationExplorer":
+        from .quantization import QuantizationExplorer
+        return QuantizationExplorer
     if name == "PlannerPanel":
         from .planner import PlannerPanel
         return PlannerPanel

@@ -1,4 +1,4 @@
-"""`workbench.quantize`: quantized copies of a checkpoint, made with each ecosystem's own tools:
+"""`workbench.quantize` (defined here): quantized copies of a checkpoint, made with each ecosystem's own tools:
 mlx-lm's converter for MLX (`mlx_lm.convert`, its Qwen3.5 recipe: routers and shared-expert gates
 at 8 bits) and llama.cpp's converter and quantizer for GGUF (`workbench.gguf.convert`). Every copy
 is written beside its destination under a temporary name and moved into place when complete, so a
