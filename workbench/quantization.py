@@ -6,6 +6,8 @@ failure leaves nothing half-written; the result loads with `workbench.load(out)`
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -63,7 +65,8 @@ def _mlx(source: Path, out: Path, bits: int, group_size: int) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     target = staging / "model"
     try:
-        convert(str(source), str(target), quantize=True, q_bits=bits, q_group_size=group_size)
+        with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its progress
+            convert(str(source), str(target), quantize=True, q_bits=bits, q_group_size=group_size)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         target.rename(out)

@@ -138,3 +138,21 @@ def test_planner_panel_follows_its_controls(page, lab):
     wait_for(lambda: "H200" in verdict(), what="the verdict for the H200")
     assert panel.locator(".js-plotly-plot g.barlayer path").count() >= 3
     screenshot(page, name, panel)
+
+
+def test_quantization_explorer_runs_and_switches_views(page, lab):
+    name = "05_quantization.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    assert plotly_figures(page)[1] >= 3  # drawn: KLD distributions, routing heatmap, text by KLD
+    panel = widget_output(page, "candidates")
+    panel.locator("button", has_text="Run").click()
+    wait_for(lambda: "done:" in panel.inner_text(), timeout=300, what="the comparison to finish")
+    assert "mean KLD" in panel.inner_text()
+    wait_for(lambda: panel.locator(".js-plotly-plot g.boxlayer path").count() > 0, what="the KLD boxes")
+    panel.locator("button", has_text="routing agreement").click()
+    wait_for(lambda: panel.locator(".js-plotly-plot .hm, .js-plotly-plot image").count() > 0,
+             what="the routing heatmap")
+    panel.locator("button", has_text="text by KLD").click()
+    wait_for(lambda: panel.locator(".js-plotly-plot g.textpoint").count() > 20, what="the coloured text")
+    screenshot(page, name, panel)

@@ -54,7 +54,9 @@ class QuantizationSession:
             return fd.kld_distributions(self.report)
         if view == "routing agreement":
             return fd.routing_heatmap(self.report)
-        return fd.text_by_kld(self.report, candidate or self.report.candidates[0])
+        if candidate is None:
+            candidate = self.report.tokens.sort_values("mean KLD").candidate.iloc[-1]
+        return fd.text_by_kld(self.report, candidate)
 
 
 class QuantizationExplorer(w.VBox):
@@ -90,7 +92,10 @@ class QuantizationExplorer(w.VBox):
         with busy(self.run_button):
             report = self.session.run(self.reference.value, self.candidates.value, self.text.value,
                                       self.context.value, progress=progress)
+        # The text view opens on the copy that moved most (its colours say the most).
+        worst = report.tokens.sort_values("mean KLD").candidate.iloc[-1]
         self.text_candidate.options = report.candidates
+        self.text_candidate.value = worst
         self.table.value = report.tokens.round(4).to_html(index=False, border=0)
         self.status.info(f"done: {report.chunks} chunk(s) of {report.context} tokens, "
                          f"{len(report.per_token[report.candidates[0]].kld)} scored per candidate")
