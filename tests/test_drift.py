@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BACKENDS, gguf_copy
+from selection import BACKENDS, gguf_copy
 
 import workbench
 from workbench import Trace, WorkbenchError

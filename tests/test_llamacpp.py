@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, gguf_copy
+from selection import BACKENDS, gguf_copy
 
 import workbench
 from workbench import Trace, WorkbenchError

@@ -14,7 +14,7 @@ from workbench.widgets.routing import RoutingExplorer
 @pytest.fixture(scope="module", params=["torch", "llamacpp"])
 def model(request):
     """The widgets on torch and on a real 4-bit GGUF file through llama.cpp."""
-    from conftest import BACKENDS, gguf_copy
+    from selection import BACKENDS, gguf_copy
 
     if request.param == "llamacpp":
         return workbench.load(gguf_copy("Q4_0"))

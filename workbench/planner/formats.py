@@ -29,7 +29,8 @@ def _use_more_bits(layer: int, n_layers: int) -> bool:
 class WeightFormat:
     name: str
     description: str
-    bits: Callable[[Tensor, int], float]   # (tensor, number of layers) -> bits per weight
+    bits: Callable[..., float]              # (tensor, number of layers, kept=16) -> bits per weight;
+                                            # kept: bits of the tensors the format leaves as they are
     backend: str                            # where it runs
     platforms: tuple[str, ...] = ("gpu", "apple", "cpu")   # Device.kind values that can run it
 
@@ -38,34 +39,40 @@ class WeightFormat:
 FLOAT32 = ("A_log", "linear_attn.norm")
 
 
-def _bf16(t: Tensor, n: int) -> float:
+def _bf16(t: Tensor, n: int, kept: int = 16) -> float:
     return 32.0 if t.name in FLOAT32 else 16.0
 
 
-def _fp8(t: Tensor, n: int) -> float:
+def _as_is(t: Tensor, kept: int) -> float:
+    """A tensor a quantized format does not touch keeps the checkpoint's precision (bf16 in the
+    releases, float32 in the bundled models)."""
+    return 32.0 if t.name in FLOAT32 else float(kept)
+
+
+def _fp8(t: Tensor, n: int, kept: int = 16) -> float:
     if t.kind in ("linear", "experts") and t.role != "ssm_ba":
         return 8 + 32 / (128 * 128)
-    return _bf16(t, n)
+    return _as_is(t, kept)
 
 
-def _int8(t: Tensor, n: int) -> float:
+def _int8(t: Tensor, n: int, kept: int = 16) -> float:
     if t.kind in ("linear", "experts") and t.role != "ssm_ba":
         return 8 + 32 / max(t.in_features, 1)   # one float32 scale per output row
-    return _bf16(t, n)
+    return _as_is(t, kept)
 
 
-def _mlx(bits: int) -> Callable[[Tensor, int], float]:
-    def rule(t: Tensor, n: int) -> float:
+def _mlx(bits: int) -> Callable[..., float]:
+    def rule(t: Tensor, n: int, kept: int = 16) -> float:
         if t.kind == "small" or (t.in_features and t.in_features % 64):
-            return _bf16(t, n)  # mlx-lm quantizes a matrix only when groups of 64 divide its rows
+            return _as_is(t, kept)  # mlx-lm quantizes a matrix only when groups of 64 divide its rows
         if t.kind == "router":
-            return 8 + 32 / 64
-        return bits + 32 / 64
+            return 8 + 2 * kept / 64   # a scale and a bias per group, in the checkpoint dtype
+        return bits + 2 * kept / 64
     return rule
 
 
-def _gguf(base: float, output: float, more: float | None = None) -> Callable[[Tensor, int], float]:
-    def rule(t: Tensor, n: int) -> float:
+def _gguf(base: float, output: float, more: float | None = None) -> Callable[..., float]:
+    def rule(t: Tensor, n: int, kept: int = 16) -> float:
         if t.kind == "small":
             return 32.0
         if t.kind == "lm_head":

@@ -146,12 +146,14 @@ def plan(spec: ModelSpec | str, weights: str | None = None, context: int = 32_76
     if weights is None:
         weights = spec.weight_format if spec.weight_format in FORMATS else "bf16"
     fmt = weight_format(weights)
+    # What a quantized format leaves untouched stays at the checkpoint's precision.
+    kept = 32 if spec.dtype == "float32" else 16
     tensors = text_tensors(spec)
     n = spec.num_layers
     by_kind: dict[str, float] = {}
     read = 0.0
     for t in tensors:
-        b = t.numel * fmt.bits(t, n) / 8
+        b = t.numel * fmt.bits(t, n, kept) / 8
         by_kind[t.kind] = by_kind.get(t.kind, 0.0) + b
         read += b * t.read_share
     weight_bytes = sum(by_kind.values())
@@ -180,10 +182,11 @@ def plan(spec: ModelSpec | str, weights: str | None = None, context: int = 32_76
 
 def _offload(spec, result: MemoryPlan, tensors, fmt, dev: Device, host_gb: float, host_bw: float) -> OffloadPlan:
     n = spec.num_layers
+    kept = 32 if spec.dtype == "float32" else 16
     expert_layer = {}
     for t in tensors:
         if t.kind == "experts":
-            expert_layer[t.layer] = expert_layer.get(t.layer, 0.0) + t.numel * fmt.bits(t, n) / 8
+            expert_layer[t.layer] = expert_layer.get(t.layer, 0.0) + t.numel * fmt.bits(t, n, kept) / 8
     per_layer = max(expert_layer.values())
     share = spec.num_experts_per_tok / spec.num_experts
     rest = result.total_bytes - sum(expert_layer.values())
