@@ -147,6 +147,20 @@ def test_bad_comparisons_are_refused(gguf_models, tmp_path):
     assert len(ref.generate("def f(x):", max_new_tokens=3, ignore_eos=True).token_ids) == 3
 
 
+def test_quantize_without_the_extra_names_it(tmp_path, monkeypatch):
+    import sys
+
+    from workbench.quantization import quantize
+
+    monkeypatch.setitem(sys.modules, "mlx_lm", None)      # import mlx_lm now fails, as when not installed
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    with pytest.raises(workbench.BackendNotInstalled, match=r"qwen-workbench\[mlx\]"):
+        quantize("tiny", "mlx-4bit", tmp_path / "a")
+    with pytest.raises(workbench.BackendNotInstalled, match=r"qwen-workbench\[gguf\]"):
+        quantize("tiny", "gguf-q4_0", tmp_path / "b.gguf")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- figures and the explorer -------------------------------------------------------------------
 def test_figures_and_the_explorer(gguf_models):
     from workbench.figures import drift as fd

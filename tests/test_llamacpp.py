@@ -169,14 +169,18 @@ def test_offload_experts_reaches_llama_cpp_as_overrides():
     assert [array[i].pattern.decode() for i in range(3)] == [
         rf"blk\.{i}\.ffn_(up|down|gate|gate_up)_(ch|)exps" for i in range(3)]
     assert all(array[i].buft for i in range(3)) and array[3].pattern is None
-    none, nothing = _offload(3, spec, on_gpu=False)
-    assert nothing == [] and "nothing to move" in none.note
+    cpu, _ = _offload(3, spec, on_gpu=False)
+    assert "nothing to move" in cpu.note
     plan = workbench.plan("Qwen/Qwen3.5-35B-A3B", weights="gguf-q4_k_m", device="RTX 4090").offload
     if plan is not None and plan.possible:
         assert _offload(plan, workbench.spec("Qwen/Qwen3.5-35B-A3B"), on_gpu=True)[0].requested == \
             plan.cpu_expert_layers
     model = workbench.load("tiny:Q8_0", offload_experts=2)
     assert "nothing to move" in model.kernels["offload"]
+    # what reached llama.cpp, in its own words: the experts of layers 0 and 1, nothing else
+    placed = set(model.engine.offload.placed)
+    assert placed == {f"blk.{i}.ffn_{m}_exps.weight" for i in (0, 1) for m in ("gate", "up", "down")}
+    assert len(model.generate("def f(x):", max_new_tokens=4, ignore_eos=True).token_ids) == 4
     with pytest.raises(WorkbenchError, match="offload_experts"):
         workbench.load("tiny:Q8_0", offload_experts=99)
 

@@ -50,13 +50,21 @@ class _BuftOverride(ctypes.Structure):
     _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
 
 
+# Tensors llama.cpp placed by a buffer-type override, from its own log of the last load.
+_OVERRIDDEN: list[str] = []
+
+
 def _quiet_logs() -> None:
-    """llama.cpp logs every load step to stderr; keep errors only."""
+    """llama.cpp logs every load step to stderr; keep errors only (and note which tensors an
+    override placed, which llama.cpp says at debug level)."""
     @llama_cpp.llama_log_callback
     def log(level, text, user_data):
+        line = text.decode(errors="replace")
+        if "buffer type overridden to" in line and len(_OVERRIDDEN) < 100_000:
+            _OVERRIDDEN.append(line.split()[1])
         if level == 4:  # GGML_LOG_LEVEL_ERROR
             import sys
-            sys.stderr.write(text.decode(errors="replace"))
+            sys.stderr.write(line)
     llama_cpp.llama_log_set(log, None)
     _quiet_logs.callback = log  # kept alive: llama.cpp holds the pointer
 
@@ -68,6 +76,7 @@ class Offload:
     requested: int | None
     patterns: tuple[str, ...] = ()
     note: str = ""
+    placed: tuple[str, ...] = ()   # the tensors llama.cpp says the overrides put in system RAM
 
 
 class _Context:
@@ -187,7 +196,9 @@ class LlamaCppBackend(Backend):
         params.use_mmap = True
         if keep_alive:
             params.tensor_buft_overrides = ctypes.cast(keep_alive[0], ctypes.c_void_p)
+        _OVERRIDDEN.clear()
         model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        offload.placed = tuple(_OVERRIDDEN)
         if not model:
             raise WorkbenchError(
                 f"llama.cpp could not load {path.name} (its log above says why): the file may be damaged, "
@@ -376,14 +387,16 @@ def _offload(offload_experts, spec: ModelSpec, on_gpu: bool) -> tuple[Offload, l
         raise WorkbenchError("offload_experts applies to mixture-of-experts models; this one is dense (offload "
                              "whole layers by loading on device='cpu', or use a smaller quantization).")
     patterns = tuple(_EXPERT_PATTERN.format(i) for i in range(int(n)))
-    if not on_gpu:
-        return Offload(int(n), patterns, f"nothing to move: CPU only, all experts of {n} layers were already "
-                                         "in system RAM"), []
+    if not n:
+        return Offload(0, note="none requested"), []
+    # Passed on a CPU too: there the override moves nothing (every weight is already in system RAM),
+    # and llama.cpp's log still says which tensors it matched.
     from .llamacpp_ggml import ggml
     buft = ggml().cpu_buffer_type()
     encoded = [p.encode() for p in patterns]
     array = (_BuftOverride * (len(patterns) + 1))(*[_BuftOverride(p, buft) for p in encoded], _BuftOverride(None, None))
-    note = f"routed experts of layers 0..{n - 1} in system RAM, everything else on the GPU" if n else "none"
+    note = (f"routed experts of layers 0..{n - 1} in system RAM, everything else on the GPU" if on_gpu else
+            f"nothing to move: CPU only, the experts of layers 0..{n - 1} were already in system RAM")
     return Offload(int(n), patterns, note), [array, encoded]
 
 

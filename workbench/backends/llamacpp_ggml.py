@@ -43,6 +43,8 @@ class GGML:
         mode = getattr(ctypes, "RTLD_GLOBAL", 0)
         self.base = ctypes.CDLL(str(_find(base, "ggml-base")), mode=mode)
         self.ggml = ctypes.CDLL(str(_find(base, "ggml")), mode=mode)
+        self.cpu = ctypes.CDLL(str(_find(base, "ggml-cpu")), mode=mode)
+        self.cpu.ggml_backend_cpu_buffer_type.restype = ctypes.c_void_p
         b, g = self.base, self.ggml
         b.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
         b.ggml_backend_tensor_get.restype = None
@@ -81,7 +83,8 @@ class GGML:
         return out
 
     def cpu_buffer_type(self) -> int:
-        return self.base.ggml_backend_dev_buffer_type(self.ggml.ggml_backend_dev_by_type(0))
+        """The buffer type llama.cpp compares overrides with (`ggml_backend_cpu_buffer_type()`)."""
+        return self.cpu.ggml_backend_cpu_buffer_type()
 
 
 def readable_type(address: int) -> bool:
