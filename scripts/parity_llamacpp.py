@@ -12,24 +12,16 @@ prompt. Routing: the share of (MoE layer, token) top-k sets that agree, over the
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
 import workbench
 from workbench import Trace
 
-CODE = "import os\n\n\ndef read_lines(path):\n    \"\"\"Return the lines of a text file.\"\"\"\n"
-CHAT = [{"role": "system", "content": "You are a careful assistant. Answer briefly and show your working. When you "
-                                      "write code, use Python 3, type hints and short docstrings; prefer the "
-                                      "standard library; never print secrets; explain each change in one line."},
-        {"role": "user", "content": "What does len([1, 2, 3]) return?"},
-        {"role": "assistant", "content": "It returns 3: the list holds three items."},
-        {"role": "user", "content": "And sorted('banana')? Say what type comes back and why it is not a string."},
-        {"role": "assistant", "content": "A list of characters: ['a', 'a', 'a', 'b', 'n', 'n']. sorted() always "
-                                         "returns a new list; join it with ''.join(...) for a string."},
-        {"role": "user", "content": "Here is a function:\n\ndef area(w, h):\n    return w * h\n\nExplain what it "
-                                    "does, then write a version that checks both sides are positive numbers and "
-                                    "raises ValueError otherwise. Also add a docstring and two doctest examples."}]
+PROMPTS = json.loads((Path(__file__).resolve().parents[1] / "tests" / "data" / "parity_prompts.json").read_text())
+CODE, CHAT = PROMPTS["code"], PROMPTS["chat"]
 
 
 def main() -> None:

@@ -4,7 +4,9 @@ and DeltaNet read out of llama.cpp's graph, MoE offload, and bad input."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,19 +16,10 @@ import workbench
 from workbench import Trace, WorkbenchError
 from workbench.hub import CHECKPOINTS
 
-CHAT = [{"role": "system", "content": "You are a careful assistant. Answer briefly and show your working. When "
-                                      "you write code, use Python 3, type hints and short docstrings; prefer the "
-                                      "standard library; never print secrets; explain each change in one line."},
-        {"role": "user", "content": "What does len([1, 2, 3]) return?"},
-        {"role": "assistant", "content": "It returns 3: the list holds three items."},
-        {"role": "user", "content": "And sorted('banana')? Say what type comes back and why it is not a string."},
-        {"role": "assistant", "content": "A list of characters: ['a', 'a', 'a', 'b', 'n', 'n']. sorted() always "
-                                         "returns a new list; join it with ''.join(...) for a string."},
-        {"role": "user", "content": "Here is a function:\n\ndef area(w, h):\n    return w * h\n\n"
-                                    "Explain what it does, then write a version that checks both sides are "
-                                    "positive numbers and raises ValueError otherwise. Also add a docstring "
-                                    "and two doctest examples, one of them for a square of side 3."}]
-CODE = "import os\n\n\ndef read_lines(path):\n    \"\"\"Return the lines of a text file.\"\"\"\n"
+# A code prompt and a chat of 200+ tokens (a system prompt, two earlier turns, a request); the
+# parity script uses the same ones.
+PROMPTS = json.loads((Path(__file__).parent / "data" / "parity_prompts.json").read_text())
+CODE, CHAT = PROMPTS["code"], PROMPTS["chat"]
 
 
 @pytest.fixture(scope="module")
