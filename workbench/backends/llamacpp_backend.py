@@ -193,6 +193,8 @@ class LlamaCppBackend(Backend):
         _quiet_logs()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = -1 if on_gpu else 0
+        if on_gpu and isinstance(device, str) and device.partition(":")[2].isdigit():
+            params.main_gpu = int(device.partition(":")[2])   # "cuda:1": that GPU
         params.use_mmap = True
         if keep_alive:
             params.tensor_buft_overrides = ctypes.cast(keep_alive[0], ctypes.c_void_p)
@@ -204,7 +206,11 @@ class LlamaCppBackend(Backend):
                 f"llama.cpp could not load {path.name} (its log above says why): the file may be damaged, "
                 "from a newer llama.cpp than llama-cpp-python "
                 f"{llama_cpp.__version__}, or too large for this machine's memory.")
-        backend = cls(model, spec, header, int(context), threads, -1 if on_gpu else 0, offload, keep_alive)
+        try:
+            backend = cls(model, spec, header, int(context), threads, -1 if on_gpu else 0, offload, keep_alive)
+        except BaseException:
+            llama_cpp.llama_model_free(model)  # no context could be made: the weights go too
+            raise
         backend.warm_up()
         return backend
 
@@ -280,8 +286,11 @@ class LlamaCppBackend(Backend):
         out = np.empty((len(ids), self.spec.vocab_size), dtype=np.float32)
         try:
             ctx = cache.context
-            for start in range(0, len(ids), ctx.n_batch):
-                chunk = ids[start:start + ctx.n_batch]
+            # Every row's logits come back: batches of 256 keep llama.cpp's output buffer at
+            # 256 x vocab floats (a quarter GB for Qwen3.5's 248k vocabulary), not n_batch x vocab.
+            step = min(ctx.n_batch, 256)
+            for start in range(0, len(ids), step):
+                chunk = ids[start:start + step]
                 self._decode(ctx, chunk, cache.seq, cache.pos, last_only=False)
                 for i in range(len(chunk)):
                     out[start + i] = self._logits(ctx, i)  # copied into `out`

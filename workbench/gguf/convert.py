@@ -8,6 +8,7 @@ conversion leaves nothing half-written behind.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -71,14 +72,18 @@ def llama_cpp_source() -> Path:
                 "network access and set WORKBENCH_LLAMA_CPP to its vendor/llama.cpp folder.")
         prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"
         wanted = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
-        staging = Path(tempfile.mkdtemp(dir=cache_dir().mkdir(parents=True, exist_ok=True) or cache_dir()))
-        with tarfile.open(archives[0]) as tar:
-            members = [m for m in tar.getmembers()
-                       if m.name.startswith(prefix) and m.name[len(prefix):].startswith(wanted)]
-            tar.extractall(staging, members=members, filter="data")
-        target = root.parent.parent.parent
-        if not target.exists():
-            (staging / f"llama_cpp_python-{LLAMA_CPP_PYTHON}").rename(target)
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache_dir()))   # on the same disk, so the rename is atomic
+        try:
+            with tarfile.open(archives[0]) as tar:
+                members = [m for m in tar.getmembers()
+                           if m.name.startswith(prefix) and m.name[len(prefix):].startswith(wanted)]
+                tar.extractall(staging, members=members, filter="data")
+            target = root.parent.parent   # <cache>/llama-cpp-python-<version>
+            if not target.exists():
+                (staging / f"llama_cpp_python-{LLAMA_CPP_PYTHON}").rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return root
 
 
