@@ -54,7 +54,7 @@ class _BuftOverride(ctypes.Structure):
 _OVERRIDDEN: list[str] = []
 
 
-def _quiet_logs() -> None:
+def quiet_logs() -> None:
     """llama.cpp logs every load step to stderr; keep errors only (and note which tensors an
     override placed, which llama.cpp says at debug level)."""
     @llama_cpp.llama_log_callback
@@ -66,7 +66,7 @@ def _quiet_logs() -> None:
             import sys
             sys.stderr.write(line)
     llama_cpp.llama_log_set(log, None)
-    _quiet_logs.callback = log  # kept alive: llama.cpp holds the pointer
+    quiet_logs.callback = log  # kept alive: llama.cpp holds the pointer
 
 
 @dataclass
@@ -190,7 +190,7 @@ class LlamaCppBackend(Backend):
         threads = threads or max(1, os.cpu_count() or 1)
         offload, keep_alive = _offload(offload_experts, spec, on_gpu)
         llama_cpp.llama_backend_init()
-        _quiet_logs()
+        quiet_logs()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = -1 if on_gpu else 0
         if on_gpu and isinstance(device, str) and device.partition(":")[2].isdigit():

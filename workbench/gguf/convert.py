@@ -115,6 +115,8 @@ def quantize(source: str | Path, out: str | Path, kind: str, threads: int = 0) -
     except ImportError:
         raise BackendNotInstalled("quantizing to GGUF needs llama-cpp-python: pip install "
                                   "'qwen-workbench[gguf]' (it compiles llama.cpp: several minutes).") from None
+    from ..backends.llamacpp_backend import quiet_logs
+    quiet_logs()  # llama.cpp logs a line per tensor while it quantizes
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
     params = llama_cpp.llama_model_quantize_default_params()
