@@ -55,6 +55,7 @@ def raw_mlx(model, ids):
     from transformers import AutoTokenizer
 
     tokenizer = TokenizerWrapper(AutoTokenizer.from_pretrained(model.path))
+    tokenizer.eos_token_ids = set()  # decode all k tokens, as the workbench's runs do (ignore_eos)
     prompt = mx.array(ids.astype(np.int32))
 
     def run(k):

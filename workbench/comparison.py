@@ -137,9 +137,10 @@ def _routing(report: DriftReport, reference, traces, ref_name: str, named, rows:
 
 
 def _by_layer(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-chunk tables -> one row per (candidate, layer): means of the errors, maxima of the maxima."""
     table = pd.concat(tables, ignore_index=True)
-    table = table.groupby(["candidate", "layer"], sort=False).mean().reset_index()
-    return table
+    how = {c: ("max" if c.startswith("max") else "mean") for c in table.columns if c not in ("candidate", "layer")}
+    return table.groupby(["candidate", "layer"], sort=False).agg(how).reset_index()
 
 
 def _named(candidates) -> dict[str, object]:
