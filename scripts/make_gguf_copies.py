@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.gguf.convert import convert, quantize  # noqa: E402
-from workbench.hub import BUNDLED_GGUF, CHECKPOINTS, bundled_gguf  # noqa: E402
+from workbench.gguf.convert import bundled_copy  # noqa: E402
+from workbench.hub import BUNDLED_GGUF, bundled_gguf  # noqa: E402
 
 
 def main() -> None:
@@ -25,21 +25,15 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="make them again even if they exist")
     args = parser.parse_args()
     for name, kinds in BUNDLED_GGUF.items():
-        full = bundled_gguf(name, "F32")
-        full.parent.mkdir(parents=True, exist_ok=True)
         for kind in kinds:
             out = bundled_gguf(name, kind)
-            if out.exists() and not args.force:
+            if args.force:
+                out.unlink(missing_ok=True)
+            elif out.exists():
                 continue
             start = time.perf_counter()
-            if kind == "F32":
-                convert(CHECKPOINTS / name, out, "f32")
-            else:
-                if not full.exists():
-                    convert(CHECKPOINTS / name, full, "f32")
-                quantize(full, out, kind)
+            bundled_copy(name, kind)
             print(f"{name}:{kind} -> {out} ({out.stat().st_size / 2**20:.1f} MiB, {time.perf_counter() - start:.0f} s)")
-
 
 if __name__ == "__main__":
     main()

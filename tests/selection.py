@@ -26,18 +26,10 @@ EVERY = set(BACKENDS) == set(ALL_BACKENDS)
 def gguf_copy(kind: str):
     """The bundled model's GGUF copy `kind` (F32, Q8_0, Q4_0); skips when llama.cpp is not selected.
     ./dev setup makes them (scripts/make_gguf_copies.py); a bare checkout makes them here, the same way."""
-    from workbench.hub import BUNDLED_GGUF, CHECKPOINTS, bundled_gguf
+    from workbench.gguf.convert import bundled_copy
+    from workbench.hub import BUNDLED_GGUF
 
     if "llamacpp" not in BACKENDS:
         pytest.skip("the llama.cpp backend is not selected (WORKBENCH_TEST_BACKENDS)")
     assert kind in BUNDLED_GGUF["tiny"]
-    path = bundled_gguf("tiny", kind)
-    if not path.exists():
-        from workbench.gguf.convert import convert, quantize
-        full = bundled_gguf("tiny", "F32")
-        full.parent.mkdir(parents=True, exist_ok=True)
-        if not full.exists():
-            convert(CHECKPOINTS / "tiny", full, "f32")
-        if kind != "F32":
-            quantize(full, path, kind)
-    return path
+    return bundled_copy("tiny", kind)

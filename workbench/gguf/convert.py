@@ -138,3 +138,18 @@ def gguf_copy(folder: str | Path, kind: str, out: str | Path) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         full = convert(folder, Path(tmp) / "f32.gguf", "f32")
         return quantize(full, out, key)
+
+
+def bundled_copy(name: str, kind: str) -> Path:
+    """The bundled checkpoint `name`'s GGUF copy `kind` ("F32", "Q8_0", "Q4_0") in the cache, made
+    the first time it is asked for (F32 by the converter, the others quantized from it)."""
+    from ..hub import CHECKPOINTS, bundled_gguf
+
+    out = bundled_gguf(name, kind)
+    if out.exists():
+        return out
+    full = bundled_gguf(name, "F32")
+    full.parent.mkdir(parents=True, exist_ok=True)
+    if not full.exists():
+        convert(CHECKPOINTS / name, full, "f32")
+    return out if kind == "F32" else quantize(full, out, kind)
