@@ -18,7 +18,7 @@ from .trace import DeltaNetCapture, Intervention, Trace
 __all__ = ["load", "Model", "ModelSpec", "Generation", "Stats", "SamplingParams",
            "WorkbenchError", "BackendNotInstalled", "bundled_names",
            "Trace", "DeltaNetCapture", "Intervention", "RoutingTrace", "DeltaNetTrace", "AttentionTrace",
-           "spec", "plan", "bench", "drift", "quantize"]
+           "spec", "plan", "bench", "drift", "quantize", "connect", "serve"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -91,6 +91,21 @@ def _load_gguf(path: Path, backend, device, dtype, context, offload_experts) -> 
                                             offload_experts=offload_experts)
     check_tokenizer(tokenizer, engine, path)
     return Model(engine, tokenizer, path, spec, context=engine.context)
+
+
+def connect(url: str, model: str | None = None, api_key: str | None = None, **kwargs):
+    """A model served by vLLM, SGLang, llama.cpp's server or mlx_lm.server at `url`
+    ("http://host:port/v1"), with the Model interface for what a server can do (generate, stream,
+    chat with tools, stats, routing where the engine returns it); see `workbench.remote.connect`."""
+    from .remote import connect as _connect
+    return _connect(url, model=model, api_key=api_key, **kwargs)
+
+
+def serve(model="tiny", engine: str = "auto", **kwargs):
+    """Start mlx_lm.server or llama.cpp's server on loopback with `model` (for `connect`); see
+    `workbench.remote.servers.serve`."""
+    from .remote.servers import serve as _serve
+    return _serve(model, engine, **kwargs)
 
 
 def spec(model: str | Path) -> ModelSpec:

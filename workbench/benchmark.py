@@ -93,13 +93,26 @@ def _ints(value, name: str) -> list[int]:
 def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: int | Sequence[int] = 128,
           repeats: int = 5, depth: int | Sequence[int] = 0, combined: bool = False,
           bandwidth_gbs: float | None = None, device: Device | str | None = None,
-          progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
+          progress: Callable[[int, int, str], None] | None = None, **serving) -> pd.DataFrame:
     """Measure `model` like llama-bench; one row per test (see the module docstring).
 
     bandwidth_gbs / device: the device's memory bandwidth for the ceiling share (default: looked
     up from the device's name in `planner.DEVICES`; None where unknown, e.g. most CPUs).
     progress(done, total, test name) is called before each test.
+    A served model (`workbench.connect`) is measured like vLLM's serving benchmark instead: see
+    `workbench.remote.serving_bench` (concurrency=, requests=, max_seconds=).
     """
+    if getattr(model, "is_remote", False):
+        from .remote.serving_bench import serving_bench
+        if depth not in (0, [0], (0,)) or combined or bandwidth_gbs is not None or device is not None:
+            raise WorkbenchError("a served model is measured per concurrency level (concurrency=, requests=, "
+                                 "max_seconds=); depth, combined and bandwidth apply to in-process models.")
+        first = lambda v: v if isinstance(v, (int, np.integer)) else list(v)[0]  # noqa: E731
+        return serving_bench(model, prompt_tokens=first(prompt_tokens), new_tokens=first(new_tokens),
+                             progress=progress, **serving)
+    if serving:
+        raise WorkbenchError(f"{', '.join(serving)}: these measure a served model (workbench.connect); an "
+                             "in-process model takes prompt_tokens, new_tokens, repeats and depth.")
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise WorkbenchError(f"repeats={repeats!r} is invalid: give a whole number >= 1.")
     if bandwidth_gbs is not None and not (isinstance(bandwidth_gbs, (int, float, np.number))

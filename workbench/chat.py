@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from .errors import WorkbenchError
-from .tools import Tool, ToolBox, ToolCall, parse_tool_calls
+from .tools import Tool, ToolBox, ToolCall, format_tool_calls, parse_tool_calls
 
 if TYPE_CHECKING:
     from .generation import Generation
@@ -85,9 +85,13 @@ class ChatLoop:
             gen = self._stream.generation
             generations.append(gen)
             yield ChatEvent("round", generation=gen)
-            # Parsed even without tools: a call to a tool this chat lacks is answered as a tool error.
-            content, found = parse_tool_calls(gen.text)
-            message = {"role": "assistant", "content": gen.text}
+            if gen.tool_calls is not None:  # a server parsed the calls itself (structured tool_calls)
+                content, found = gen.text.strip(), list(gen.tool_calls)
+                message = {"role": "assistant", "content": format_tool_calls(gen.text, found)}
+            else:
+                # Parsed even without tools: a call to a tool this chat lacks is answered as a tool error.
+                content, found = parse_tool_calls(gen.text)
+                message = {"role": "assistant", "content": gen.text}
             if gen.thinking:
                 message["reasoning_content"] = gen.thinking
             self.messages.append(message)

@@ -34,6 +34,7 @@ class Stats:
     total_s: float
     peak_memory_bytes: int | None  # device peak during this generation; None where unknown
     decode_path: str = ""          # what ran the decode steps (e.g. the reference path while tracing)
+    inter_token_s: Any = None      # [chunk - 1] seconds between streamed chunks (a server's stream); None in-process
 
     def __str__(self) -> str:
         mem = "n/a" if self.peak_memory_bytes is None else f"{self.peak_memory_bytes / 2**20:,.1f} MiB"
@@ -56,6 +57,7 @@ class Generation:
     routing: Any = None           # RoutingTrace when asked for with trace=Trace(routing=True)
     deltanet: Any = None          # DeltaNetTrace when asked for with trace=Trace(deltanet=...)
     attention: Any = None         # AttentionTrace when asked for with trace=Trace(attention=True)
+    tool_calls: Any = None        # [ToolCall] a server parsed itself (structured tool_calls); None in-process
 
     def __str__(self) -> str:
         return self.text

@@ -117,6 +117,11 @@ class RoutingTrace(_Record):
     layers      [moe_layer] model layer index of each MoE layer
     token_ids   [token] int64; tokens [token] str; phase [token] "prompt" | "decode"
     probs       [moe_layer, token, num_experts] float32 full router softmax, or None
+    positions   [token] int64 place of each row in the request's token sequence, or None (0..n-1);
+                set when a serving engine left some tokens out (vLLM's prefix-cache hits)
+
+    A trace from a serving engine (`workbench.connect`) holds expert ids only, in the engine's
+    order: its weights and shared gates are NaN (unknown).
     """
 
     experts: np.ndarray
@@ -128,6 +133,7 @@ class RoutingTrace(_Record):
     phase: np.ndarray
     num_experts: int
     probs: np.ndarray | None = None
+    positions: np.ndarray | None = None
 
     @property
     def top_k(self) -> int:
@@ -146,6 +152,8 @@ class RoutingTrace(_Record):
             return f"expert ids fall outside 0..{int(self.num_experts) - 1}"
         if self.probs is not None and self.probs.shape != (nl, n, int(self.num_experts)):
             return f"probs are {self.probs.shape}, not [{nl}, {n}, {int(self.num_experts)}]"
+        if self.positions is not None and self.positions.shape != (n,):
+            return f"positions are {self.positions.shape}, not [{n}]"
         return None
 
     def row(self, layer: int) -> int:

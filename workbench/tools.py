@@ -183,6 +183,19 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
     return content, calls
 
 
+def format_tool_calls(content: str, calls: Sequence[ToolCall]) -> str:
+    """An assistant answer with structured calls (a server's `tool_calls`) written back as the
+    Qwen3-Coder XML the chat template renders for them, so the next request shows the model its own
+    calls as it would have written them, on any server (some templates only accept dict arguments)."""
+    parts = []
+    for call in calls:
+        params = "".join(f"<parameter={k}>\n{json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v}"
+                         "\n</parameter>\n" for k, v in call.arguments.items())
+        parts.append(f"<tool_call>\n<function={call.name}>\n{params}</function>\n</tool_call>")
+    lead = content.strip()
+    return (lead + "\n\n" if lead else "") + "\n".join(parts)
+
+
 # ---- typing and running -----------------------------------------------------------------
 # Plain ASCII numbers only: int() and float() also read other scripts' digits ('٣' is 3).
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -199,6 +212,15 @@ def _finite_float(text: str) -> float:
         raise ValueError(f"{text} is out of range")
     return value
 
+def _json_matches(value: Any, kind: str) -> bool:
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, {"boolean": bool, "array": list, "object": dict, "string": str,
+                              "null": type(None)}.get(kind, object))
+
+
 def _coerce(value: Any, schema: dict, name: str) -> Any:
     kind = schema.get("type")
     if "enum" in schema:
@@ -213,7 +235,11 @@ def _coerce(value: Any, schema: dict, name: str) -> Any:
             except ValueError:
                 pass
         raise ValueError(f"argument {name!r}: {value!r} matches none of the allowed types")
-    if not isinstance(value, str) or kind in (None, "string"):
+    if not isinstance(value, str):  # a server's structured call: JSON values, checked against the type
+        if kind is None or _json_matches(value, kind):
+            return value
+        raise ValueError(f"argument {name!r} must be of JSON type {kind}, got {value!r}")
+    if kind in (None, "string"):
         return value
     text = value.strip()
     try:
