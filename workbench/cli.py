@@ -3,6 +3,7 @@
     workbench bench -m tiny -b torch -p 512 -n 128 -r 5
     workbench bench -m tiny -p 128,512 -n 64 -d 0,1024 -o json --output results.json
     workbench plan -m Qwen/Qwen3.5-35B-A3B -w gguf-q4_k_m -c 32768 --device "RTX 4090"
+    workbench plan -m Qwen/Qwen3.5-397B-A17B -w fp8 --devices "8x H200"
 """
 from __future__ import annotations
 
@@ -67,11 +68,13 @@ def plan_command(args) -> int:
     import workbench
 
     p = workbench.plan(args.model, weights=args.weights, context=args.context, batch=args.batch,
-                       device=args.device_name)
+                       device=args.device_name, devices=args.devices)
     print(p.table().round(3).to_markdown() if _has_tabulate() else p.table().round(3).to_string())
     print(p.verdict())
     for note in p.notes:
         print("note:", note)
+    for engine, line in getattr(p, "commands", {}).items():
+        print(f"{engine}: {line}")
     return 0
 
 
@@ -110,6 +113,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--context", type=int, default=32_768)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", dest="device_name", default=None)
+    p.add_argument("--devices", default=None, help="several GPUs of one node, e.g. '8x H200' (tensor + expert parallel)")
     p.set_defaults(run=plan_command)
     return ap
 

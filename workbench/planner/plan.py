@@ -123,18 +123,31 @@ class MemoryPlan:
         return self.verdict()
 
     _params: int = 0
+    spec: ModelSpec | None = None
 
 
 def plan(spec: ModelSpec | str, weights: str | None = None, context: int = 32_768, batch: int = 1,
          device: str | Device | None = None, kv_dtype: str = "bfloat16",
-         host_memory_gb: float = 64, host_bandwidth_gbs: float = 60, offload: bool | None = None) -> MemoryPlan:
+         host_memory_gb: float = 64, host_bandwidth_gbs: float = 60, offload: bool | None = None,
+         devices: str | None = None, n_devices: int | None = None):
     """Memory and speed plan of `spec` (a ModelSpec or anything `workbench.spec` accepts).
 
     weights: a format of `planner.FORMATS`; None: the checkpoint's own when it is quantized (a loaded
     MLX 4-bit or GGUF model's spec), else bf16. context: tokens per sequence; batch: sequences.
     device: a name of `planner.DEVICES` or a `Device`; the verdict and ceilings need one.
     offload: for MoE models, plan expert offload to system RAM (None: only when it does not fit).
+    devices / n_devices: several GPUs of one node ("8x H200", or device="H200" with n_devices=8):
+    returns a `ParallelPlan` (tensor + expert parallel, per-GPU bytes, the vLLM / SGLang commands).
     """
+    from .parallel import parallel_plan, parse_devices
+
+    count, device = parse_devices(devices, n_devices, device)
+    if devices is not None or n_devices is not None:
+        if device is None:
+            raise WorkbenchError("n_devices needs the device too: device='H200' (or devices='8x H200').")
+        single = plan(spec, weights=weights, context=context, batch=batch, device=device, kv_dtype=kv_dtype,
+                      offload=False)
+        return parallel_plan(single, single.spec, count, single.device)
     if isinstance(spec, str):
         from ..spec import spec as lookup
         spec = lookup(spec)
@@ -170,6 +183,7 @@ def plan(spec: ModelSpec | str, weights: str | None = None, context: int = 32_76
                         runtime_bytes=RUNTIME_BYTES if dev is not None and dev.kind != "cpu" else 0.0,
                         read_per_token=read, device=dev)
     result._params = sum(t.numel for t in tensors)
+    result.spec = spec
     if dev is not None and dev.kind not in fmt.platforms:
         where = {"apple": "Apple silicon (Metal)", "gpu": "a GPU", "cpu": "a CPU"}
         result.platform_problem = (f"{fmt.name} is a format of {fmt.backend}, which runs on "

@@ -92,15 +92,21 @@ class SpeedDashboard(w.VBox):
     the table and the plots."""
 
     def __init__(self, model, prompt_tokens: str = "64,256", new_tokens: str = "32", depths: str = "0,512",
-                 repeats: int = 3):
+                 repeats: int = 3, concurrency: str = "1,4,16"):
         self.model = model
+        # A served model is measured per concurrency level (vLLM's serving benchmark), not per depth.
+        self.serving = getattr(model, "is_remote", False)
         self.prompt_tokens = w.Text(value=prompt_tokens, description="pp")
         self.new_tokens = w.Text(value=new_tokens, description="tg")
-        self.depths = w.Text(value=depths, description="depths")
-        self.repeats = w.IntSlider(value=repeats, min=1, max=10, description="repeats")
+        self.depths = w.Text(value=concurrency if self.serving else depths,
+                             description="concurrency" if self.serving else "depths")
+        self.repeats = w.IntSlider(value=repeats, min=1, max=64 if self.serving else 10,
+                                   description="requests" if self.serving else "repeats")
         self.button = w.Button(description="Run sweep", button_style="primary", icon="play")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="progress")
         self.view = w.ToggleButtons(options=["results", "depth sweep"], value="results")
+        if self.serving:
+            self.view.layout.display = "none"  # one serving figure: no depth view
         self.table = w.HTML()
         self.status = Status()
         self.area = FigureArea()
@@ -118,14 +124,27 @@ class SpeedDashboard(w.VBox):
             self.status.info(f"{done}/{total}: {name}")
 
         with busy(self.button):
-            self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
-                                 new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
-                                 depth=parse_int_list(self.depths.value, "depths"), progress=progress)
+            if self.serving:
+                self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp")[0],
+                                     new_tokens=parse_int_list(self.new_tokens.value, "tg")[0],
+                                     concurrency=parse_int_list(self.depths.value, "concurrency"),
+                                     requests=self.repeats.value, progress=progress)
+            else:
+                self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
+                                     new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
+                                     depth=parse_int_list(self.depths.value, "depths"), progress=progress)
         self.redraw()
         return self.results
 
     def redraw(self):
         if self.results is None:
+            return
+        if self.serving:
+            self.area.show(fb.serving(self.results))
+            cols = ["concurrency", "completed", "failed", "request_throughput", "output_throughput", "ttft_ms_median",
+                    "ttft_ms_p99", "tpot_ms_median", "tpot_ms_p99", "itl_ms_median", "itl_ms_p99"]
+            self.table.value = self.results[cols].round(2).to_html(index=False, na_rep="")
+            self.status.info(f"{len(self.results)} concurrency levels on {self.results.backend[0]}")
             return
         fig = fb.results(self.results) if self.view.value == "results" else fb.depth_sweep(self.results)
         self.area.show(fig)
@@ -134,4 +153,7 @@ class SpeedDashboard(w.VBox):
         self.status.info(f"{len(self.results)} tests on {self.model.backend} ({self.results.device[0]})")
 
     def markdown(self) -> str:
+        if self.serving:
+            from ..remote.serving_bench import markdown as serving_markdown
+            return serving_markdown(self.results)
         return markdown(self.results)
