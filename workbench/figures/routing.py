@@ -55,7 +55,8 @@ def token_map(trace: RoutingTrace, selected: int | None = None) -> go.Figure:
     """Token x layer map coloured by each token's top expert; hover gives the top-k and weights."""
     n_layers, n_tok, k = trace.experts.shape
     e, w = trace.experts, trace.weights
-    parts = [np.char.add(np.char.add(e[..., j].astype(str), " ("), np.char.mod("%.2f", w[..., j])) for j in range(k)]
+    weights = np.char.mod("%.2f", w) if not np.isnan(w).all() else np.full(w.shape, "weight unknown")
+    parts = [np.char.add(np.char.add(e[..., j].astype(str), " ("), weights[..., j]) for j in range(k)]
     hover = parts[0]
     for p in parts[1:]:
         hover = np.char.add(np.char.add(hover, ")<br>"), p)
@@ -75,6 +76,16 @@ def token_experts(trace: RoutingTrace, token: int) -> go.Figure:
     """One token: its k experts and weights in every MoE layer, and the shared-expert gate."""
     t = trace._check_position(token)
     fig = go.Figure()
+    if np.isnan(trace.weights[:, t]).all():  # a serving engine's trace: ids only, no weights to draw
+        ranks = np.arange(1, trace.top_k + 1)
+        for i, layer in enumerate(trace.layers):
+            fig.add_trace(go.Scatter(x=[f"L{layer}"] * trace.top_k, y=ranks, mode="markers+text",
+                                     text=[f"E{x}" for x in trace.experts[i, t]], textposition="middle right",
+                                     marker={"size": 9}, showlegend=False,
+                                     hovertemplate="%{x}, choice %{y}: expert %{text}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed", tickvals=ranks)
+        return layout(fig, f"Token {t} {token_labels(trace.tokens[t:t + 1])[0]}: experts in the engine's order "
+                      "(weights unknown: the engine returns ids only)", "MoE layer", "choice")
     for j in range(trace.top_k):
         fig.add_trace(go.Bar(x=[f"L{l}" for l in trace.layers], y=trace.weights[:, t, j],
                              text=[f"E{x}" for x in trace.experts[:, t, j]], name=f"choice {j + 1}",

@@ -67,6 +67,9 @@ class RemoteModel:
             local = served.engine == "llama-cpp-python" and tokenizer is not None
             chat_template = "local" if local else "server"
         self.chat_template = chat_template
+        # Whether the server sends reasoning apart from the answer (a reasoning parser): learnt from its
+        # replies. Once known, an answer without reasoning is an answer, not an unfinished thought.
+        self.separates_reasoning = False
         self.lock = threading.RLock()  # nothing shared needs it; here for code that locks any model
 
     # ---- what it is ---------------------------------------------------------------------
@@ -297,13 +300,14 @@ class RemoteStream:
                     pieces: list[tuple[str, bool]] = []
                     thought = delta.get("reasoning_content") or delta.get("reasoning")
                     if thought:
-                        separate_reasoning = True
+                        separate_reasoning = self.model.separates_reasoning = True
                         reasoning.append(thought)
                         pieces.append((thought, True))
                     text = delta.get("content")
                     if text:
                         content.append(text)
-                        pieces += [(text, False)] if separate_reasoning else tracker.feed(text)
+                        apart = separate_reasoning or self.model.separates_reasoning
+                        pieces += [(text, False)] if apart else tracker.feed(text)
                     for call in delta.get("tool_calls") or []:
                         _merge_call(calls, call)
                     if choice.get("finish_reason"):
@@ -328,7 +332,7 @@ class RemoteStream:
         else:
             reason = FINISH.get(finish, "stop")
         raw = "".join(content)
-        thinking = "".join(reasoning) if separate_reasoning else None
+        thinking = "".join(reasoning) if separate_reasoning or self.model.separates_reasoning else None
         self.generation = self._result(raw, thinking, stamps, reason, usage, start, _calls(calls), None)
 
     def _whole(self, start: float) -> Iterator[Chunk]:
@@ -343,6 +347,10 @@ class RemoteStream:
         message = choice.get("message") or {}
         raw = choice.get("text") if "text" in choice else (message.get("content") or "")
         thought = message.get("reasoning_content") or message.get("reasoning")
+        if thought:
+            self.model.separates_reasoning = True
+        elif self.model.separates_reasoning:
+            thought = ""
         gen_ids = choice.get("token_ids")
         prompt_ids = body.get("prompt_token_ids", choice.get("prompt_token_ids"))
         prompt_ids = np.asarray(prompt_ids, np.int64) if prompt_ids is not None else self._prompt_ids
@@ -355,7 +363,7 @@ class RemoteStream:
         self.generation = self._result(raw or "", thought, [done], FINISH.get(choice.get("finish_reason"), "stop"),
                                        usage, start, _calls(calls), (rows, first, prompt_ids, gen_ids))
         for piece, is_thinking in ([(thought, True)] if thought else []) + \
-                (ThinkingTracker(self._opened and not thought).feed(raw) if raw else []):
+                (ThinkingTracker(self._opened and thought is None).feed(raw) if raw else []):
             yield Chunk(piece, is_thinking, 1)
 
     def _result(self, raw: str, thinking: str | None, stamps: list[float], reason: str, usage: dict,
@@ -363,7 +371,7 @@ class RemoteStream:
         if thinking is None:
             thought, answer = split_thinking(raw, self._opened)
         else:
-            thought, answer = thinking.strip(), raw.lstrip("\n")
+            thought, answer = (thinking.strip() or None), raw.lstrip("\n")
         n_new = usage.get("completion_tokens")
         n_prompt = usage.get("prompt_tokens")
         n_new = int(n_new) if isinstance(n_new, int) else len(stamps)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 
 import ipywidgets as w
+import numpy as np
 import plotly.graph_objects as go
 
 from ..analysis import routing as ra
@@ -50,7 +51,8 @@ class RoutingSession:
         """Trace `prompt` (and `compare_prompt` when given) with `max_new_tokens` greedy tokens."""
         if not prompt.strip():
             raise WorkbenchError("type a prompt first.")
-        trace = Trace(routing=True, router_probs=True)
+        # A serving engine returns expert ids only (no router probabilities, no weights).
+        trace = Trace(routing=True, router_probs=not getattr(self.model, "is_remote", False))
         gen = self.model.generate(prompt, max_new_tokens=max(1, max_new_tokens), trace=trace, ignore_eos=True)
         self.trace = gen.routing
         self.compare_trace = None
@@ -69,6 +71,9 @@ class RoutingSession:
         if view not in VIEWS:
             raise WorkbenchError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}.")
         t = self.trace
+        if view in ("entropy", "shared gate") and np.isnan(t.weights).all():
+            raise WorkbenchError(f"the {view} view needs router weights, and this trace comes from a serving engine, "
+                                 "which returns expert ids only: load the model in-process to see it.")
         if view == "token map":
             return fr.token_map(t, selected=token)
         if view == "token":
