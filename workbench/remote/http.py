@@ -185,6 +185,10 @@ class EventStream:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            try:
+                self._response.close()  # drops what is buffered too: nothing more is read
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
             self._conn.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -203,7 +207,7 @@ class EventStream:
             yield body
             return
         try:
-            while True:
+            while not self.closed:
                 try:
                     line = self._response.readline(1 << 24)
                 except BaseException as exc:
