@@ -49,7 +49,27 @@ def all_figures(traced, tiny_model):
                 fr.token_map(r, 2), fr.token_experts(r, 2), fr.entropy(r), fr.shared_gate(r),
                 fr.expert_load(r), fr.load_balance(r), fr.locality(r), fr.specialisation(r, 2),
                 fr.coactivation(r, int(r.layers[0])), fr.flow(r, int(r.layers[0])),
-                fb.results(workbench.bench(tiny_model, prompt_tokens=8, new_tokens=2, repeats=1))]
+                fb.results(workbench.bench(tiny_model, prompt_tokens=8, new_tokens=2, repeats=1)),
+                fr.token_map(engine_trace(traced, tiny_model), 2), fr.token_experts(engine_trace(traced, tiny_model), 2),
+                fr.expert_load(engine_trace(traced, tiny_model)), fb.serving(serving_rows())]
+
+
+def engine_trace(traced, model):
+    """The trace a serving engine would give for the same run: expert ids only (weights NaN)."""
+    from workbench.remote import routing as rr
+    r = traced.routing
+    return rr.trace(r.experts.transpose(1, 0, 2), 0, model.spec, r.token_ids, list(r.tokens), r.n_prompt)
+
+
+def serving_rows():
+    """Serving-benchmark rows as a level with one-token answers and a failed level leave them: NaN latencies."""
+    import pandas as pd
+    nan = float("nan")
+    row = {"concurrency": 1, "backend": "remote: test", "output_throughput": 10.0, "request_throughput": 2.0,
+           **{f"{m}_ms_{s}": 5.0 for m in ("ttft", "tpot", "itl") for s in ("median", "p99")}}
+    failed = dict(row, concurrency=4, output_throughput=nan, request_throughput=nan,
+                  **{f"{m}_ms_{s}": nan for m in ("ttft", "tpot", "itl") for s in ("median", "p99")})
+    return pd.DataFrame([row, failed])
 
 
 def test_no_nan_reaches_the_browser(traced, tiny_model):

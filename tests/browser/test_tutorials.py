@@ -156,3 +156,23 @@ def test_quantization_explorer_runs_and_switches_views(page, lab):
     panel.locator("button", has_text="text by KLD").click()
     wait_for(lambda: panel.locator(".js-plotly-plot g.textpoint").count() > 20, what="the coloured text")
     screenshot(page, name, panel)
+
+
+def test_serving_engines_chat_and_benchmark_over_a_server(page, lab):
+    """The chat panel and the speed dashboard over servers the notebook started (mlx_lm.server and
+    llama.cpp's server on loopback)."""
+    name = "06_serving_engines.ipynb"
+    open_notebook(page, lab, name)
+    run_all(page, lab, name)
+    panel = widget_output(page, "preset")
+    box = panel.locator("textarea").first
+    box.fill("What is the weather in Paris?")
+    box.press("Control+Enter")
+    wait_for(lambda: "done:" in panel.inner_text(), timeout=120, what="the reply over the server")
+    assert "get_weather" in panel.inner_text()
+    dash = widget_output(page, "Run sweep")
+    dash.locator("button", has_text="Run sweep").click()
+    wait_for(lambda: dash.locator(".js-plotly-plot g.barlayer path").count() > 0, timeout=300,
+             what="the serving benchmark's bars")
+    assert "concurrency" in dash.inner_text() and "ttft_ms_median" in dash.inner_text()
+    screenshot(page, name, dash)

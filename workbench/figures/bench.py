@@ -38,24 +38,27 @@ def _none_for_nan(values) -> list:
 
 
 def serving(df: pd.DataFrame) -> go.Figure:
-    """A serving benchmark (one row per concurrency level): output tok/s and request throughput on the
-    left; TTFT and TPOT (median, p99 dashed) on the right, against concurrency."""
+    """A serving benchmark (one row per concurrency level), against concurrency: output tok/s (bars
+    labelled with requests/s); time to first token; time per output token and inter-chunk latency.
+    Medians solid, p99 dashed; each latency on its own axis (TTFT is often 100x TPOT)."""
     df = df.sort_values("concurrency")
     x = [str(c) for c in df.concurrency]  # categorical: levels 1, 4, 16 evenly spaced
-    fig = make_subplots(rows=1, cols=2, specs=[[{"secondary_y": True}, {}]],
-                        subplot_titles=("throughput", "latency per request (ms)"))
-    fig.add_trace(go.Bar(x=x, y=df.output_throughput, name="output tok/s",
-                         hovertemplate="concurrency %{x}: %{y:,.1f} tok/s<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=x, y=df.request_throughput, mode="lines+markers", name="requests/s"),
-                  row=1, col=1, secondary_y=True)
-    for name, colour in (("ttft", "#1f77b4"), ("tpot", "#d62728")):
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09,
+                        subplot_titles=("output tok/s", "TTFT (ms)", "TPOT and ITL (ms)"))
+    fig.add_trace(go.Bar(x=x, y=_none_for_nan(df.output_throughput), name="output tok/s",
+                         text=[f"{r:,.2f} req/s" if r == r else "" for r in df.request_throughput],
+                         textposition="inside", hovertemplate="concurrency %{x}: %{y:,.1f} tok/s<extra></extra>"),
+                  row=1, col=1)
+    lines = (("ttft", "TTFT", "#1f77b4", 2), ("tpot", "TPOT", "#d62728", 3), ("itl", "ITL", "#2ca02c", 3))
+    for name, label, colour, col in lines:
         for stat, dash in (("median", "solid"), ("p99", "dash")):
-            fig.add_trace(go.Scatter(x=x, y=df[f"{name}_ms_{stat}"], mode="lines+markers",
-                                     line={"dash": dash, "color": colour}, name=f"{name.upper()} {stat}"),
-                          row=1, col=2)
+            fig.add_trace(go.Scatter(x=x, y=_none_for_nan(df[f"{name}_ms_{stat}"]), mode="lines+markers",
+                                     line={"dash": dash, "color": colour}, name=f"{label} {stat}",
+                                     hovertemplate=f"concurrency %{{x}}: {label} {stat} %{{y:,.2f}} ms<extra></extra>"),
+                          row=1, col=col)
     fig.update_xaxes(title_text="concurrent requests", type="category")
-    fig.update_yaxes(title_text="output tok/s", rangemode="tozero", row=1, col=1, secondary_y=False)
-    fig.update_yaxes(title_text="requests/s", rangemode="tozero", row=1, col=1, secondary_y=True)
-    fig.update_yaxes(title_text="ms", rangemode="tozero", row=1, col=2)
+    fig.update_yaxes(rangemode="tozero")
     backend = df.backend.iloc[0] if len(df) else ""
-    return layout(fig, f"Serving benchmark ({backend}): throughput and latency against concurrency")
+    fig = layout(fig, f"Serving benchmark, {backend} (bars labelled with requests/s)", height=440)
+    fig.update_layout(margin={"t": 90})
+    return fig

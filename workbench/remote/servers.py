@@ -30,14 +30,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class LocalServer:
     """A server process this session started. Stopped whatever happens: `stop()`, a `with` block,
-    garbage collection, or interpreter exit."""
+    garbage collection, interpreter exit, or (Linux) the death of the process that started it."""
 
     def __init__(self, engine: str, command: list[str], env: dict, host: str, port: int, model_id: str):
         self.engine, self.command, self.host, self.port, self.model_id = engine, command, host, port, model_id
         self._log = tempfile.NamedTemporaryFile(prefix=f"workbench-{engine}-server-", suffix=".log", delete=False)
         self.log_path = Path(self._log.name)
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self._finalizer = weakref.finalize(self, _terminate, self.process, self._log)
         _RUNNING.add(self)
 
@@ -92,6 +93,15 @@ class LocalServer:
         self.stop()
         raise WorkbenchError(f"the {self.engine} server did not answer within {timeout:g} s ({last}). Its log:\n"
                              f"{self.log()}")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): SIGTERM when the process that started it dies, even by
+    SIGKILL (a killed kernel), so no server outlives its session."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _terminate(process: subprocess.Popen, log) -> None:
