@@ -64,7 +64,13 @@ def prompts(model: "RemoteModel", n: int, prompt_tokens: int, seed: int = SEED) 
         out = []
         for _ in range(n):
             ids = [int(i) for i in rng.integers(0, vocab, size=prompt_tokens * 2) if int(i) not in control]
-            out.append(tok.decode(ids[:prompt_tokens], skip_special_tokens=True))
+            text = tok.decode(ids[:prompt_tokens], skip_special_tokens=True)
+            for _ in range(3):  # decoded ids re-encode to more tokens (merges across boundaries): trim to length
+                again = tok.encode(text)
+                if len(again) <= prompt_tokens:
+                    break
+                text = tok.decode(again[:prompt_tokens], skip_special_tokens=True)
+            out.append(text)
         return out
     words = max(1, round(prompt_tokens / 1.3))  # ~1.3 tokens per English word
     return [" ".join(rng.choice(_WORDS, size=words)) for _ in range(n)]
