@@ -346,3 +346,16 @@ def test_plan_across_gpus_refuses_what_cannot_be(kwargs, match):
     model = kwargs.pop("model", "Qwen/Qwen3.5-397B-A17B")
     with pytest.raises(WorkbenchError, match=match):
         workbench.plan(model, weights="fp8" if "M4" not in str(kwargs) else "bf16", **kwargs)
+
+
+def test_a_server_that_never_stops_is_not_followed_forever(stub):
+    stub.models("tiny")
+    chunk = {"choices": [{"index": 0, "text": "x", "finish_reason": None}]}
+    stub.routes[("POST", "/v1/completions")] = lambda _b: (200, "text/event-stream", [chunk] * 500)
+    model = workbench.connect(stub.url)
+    with pytest.raises(WorkbenchError, match="did not stop"):
+        model.generate("hi", max_new_tokens=4)
+    big = {"choices": [{"index": 0, "text": "y" * 5000, "finish_reason": None}]}
+    stub.routes[("POST", "/v1/completions")] = lambda _b: (200, "text/event-stream", [big] * 20)
+    with pytest.raises(WorkbenchError, match="characters"):
+        model.generate("hi", max_new_tokens=4)

@@ -88,6 +88,17 @@ def test_stop_closes_the_request_and_the_server_stays_usable(served):
     assert again.text == _expected(engine, local.generate(CODE, max_new_tokens=16).text)
 
 
+def test_an_abandoned_stream_closes_its_request(served):
+    import gc
+
+    engine, _server, remote, local = served
+    chunks = iter(remote.stream(CODE, max_new_tokens=400, ignore_eos=True))
+    next(chunks)
+    del chunks  # dropped half-way: its socket closes, so the server is free for the next request
+    gc.collect()
+    assert remote.generate(CODE, max_new_tokens=8).text == _expected(engine, local.generate(CODE, max_new_tokens=8).text)
+
+
 def test_chat_with_tools_runs_the_call_like_in_process(served):
     _engine, _server, remote, local = served
     got = remote.chat(CHAT, tools=TOOLS, thinking=False, max_new_tokens=80, temperature=0)
@@ -184,3 +195,14 @@ def test_a_server_that_dies_at_start_shows_its_log():
         pytest.skip("needs mlx_lm.server")
     with pytest.raises(WorkbenchError, match="exited with code .* Its log"):
         workbench.serve("tiny", engine="mlx", extra_args=("--no-such-flag",), timeout=60)
+
+
+def test_the_command_line_measures_a_server(served, capsys):
+    from workbench.cli import main
+
+    _engine, server, _remote, _local = served
+    assert main(["bench", "-m", server.url, "-p", "16", "-n", "4", "-c", "1,2", "--requests", "2", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "| concurrency |" in out and "\n| 2 | 2 | 0 |" in out
+    assert main(["bench", "-m", "tiny", "-c", "2"]) == 2
+    assert "give its URL" in capsys.readouterr().err

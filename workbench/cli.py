@@ -2,6 +2,7 @@
 
     workbench bench -m tiny -b torch -p 512 -n 128 -r 5
     workbench bench -m tiny -p 128,512 -n 64 -d 0,1024 -o json --output results.json
+    workbench bench -m http://127.0.0.1:8000/v1 -p 256 -n 64 -c 1,4,16     (a server, like vllm bench serve)
     workbench plan -m Qwen/Qwen3.5-35B-A3B -w gguf-q4_k_m -c 32768 --device "RTX 4090"
     workbench plan -m Qwen/Qwen3.5-397B-A17B -w fp8 --devices "8x H200"
 """
@@ -45,16 +46,28 @@ def bench_command(args) -> int:
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise WorkbenchError(f"--output {args.output}: the folder {folder} does not exist or is not "
                                  "writable; create it first or write somewhere else.")
-    model = workbench.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
-    df = bench(model, prompt_tokens=_flatten(args.prompt, [512]), new_tokens=_flatten(args.new, [128]),
-               repeats=args.repeats, depth=_flatten(args.depth, [0]), combined=args.combined,
-               bandwidth_gbs=args.bandwidth, progress=None if args.quiet else _progress)
+    progress = None if args.quiet else _progress
+    if args.model.startswith(("http://", "https://")):  # a server: measured like vLLM's serving benchmark
+        from .remote.serving_bench import markdown as serving_markdown
+        model = workbench.connect(args.model, api_key=os.environ.get("OPENAI_API_KEY"))
+        df = bench(model, prompt_tokens=_flatten(args.prompt, [512]), new_tokens=_flatten(args.new, [128]),
+                   concurrency=_flatten(args.concurrency, [1, 4, 16]), requests=args.requests, progress=progress)
+        table = serving_markdown
+    else:
+        if args.concurrency or args.requests:
+            raise WorkbenchError("--concurrency and --requests measure a server: give its URL as -m "
+                                 "(e.g. -m http://127.0.0.1:8000/v1).")
+        model = workbench.load(args.model, backend=args.backend, device=args.device, dtype=args.dtype)
+        df = bench(model, prompt_tokens=_flatten(args.prompt, [512]), new_tokens=_flatten(args.new, [128]),
+                   repeats=args.repeats, depth=_flatten(args.depth, [0]), combined=args.combined,
+                   bandwidth_gbs=args.bandwidth, progress=progress)
+        table = markdown
     if args.format == "json":
         text = df.to_json(orient="records", indent=2)
     elif args.format == "csv":
         text = df.to_csv(index=False)
     else:
-        text = markdown(df)
+        text = table(df)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text + "\n")
@@ -93,7 +106,8 @@ def parser() -> argparse.ArgumentParser:
                        description="pp<N>: prefill N tokens; tg<N>: decode N tokens; comma lists or repeated "
                                    "flags make a sweep (every combination, like llama-bench).")
     b.add_argument("-m", "--model", default="tiny",
-                   help="bundled name, folder, Hub id, .gguf file or bundled GGUF copy like tiny:Q4_0 (default tiny)")
+                   help="bundled name, folder, Hub id, .gguf file, bundled GGUF copy like tiny:Q4_0 (default tiny), "
+                        "or a server's URL (http://host:port/v1)")
     b.add_argument("-b", "--backend", default="auto", choices=["auto", "torch", "mlx", "llamacpp"])
     b.add_argument("--device", default=None, help="torch: cpu | cuda | cuda:N; MLX and llama.cpp: gpu | cpu")
     b.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
@@ -102,6 +116,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-d", "--n-depth", dest="depth", type=_int_list, action="append", help="context depth (0)")
     b.add_argument("-r", "--repetitions", dest="repeats", type=int, default=5, help="timed runs per test (5)")
     b.add_argument("--combined", action="store_true", help="also pp<N>+tg<M> tests")
+    b.add_argument("-c", "--concurrency", type=_int_list, action="append",
+                   help="a server (-m http://...): concurrent requests per level (1,4,16)")
+    b.add_argument("--requests", type=int, default=None, help="a server: requests per level (4 x concurrency, 8..64)")
     b.add_argument("--bandwidth", type=float, default=None, help="device memory bandwidth in GB/s for the ceiling share")
     b.add_argument("-o", "--output-format", dest="format", default="md", choices=["md", "json", "csv"])
     b.add_argument("--output", default=None, help="write to this file instead of stdout")

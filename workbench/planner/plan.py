@@ -191,7 +191,25 @@ def plan(spec: ModelSpec | str, weights: str | None = None, context: int = 32_76
         return result
     if dev is not None and spec.is_moe and (offload or (offload is None and not result.fits)):
         result.offload = _offload(spec, result, tensors, fmt, dev, host_memory_gb, host_bandwidth_gbs)
+    if dev is not None and dev.kind == "gpu" and not result.fits:
+        result.notes.append(_several_gpus(result, spec, dev))
     return result
+
+
+def _several_gpus(single: MemoryPlan, spec: ModelSpec, dev: Device) -> str:
+    """Where one GPU is too small: the fewest of them (2, 4, 8) that hold it with tensor + expert parallelism."""
+    from .parallel import parallel_plan
+
+    for n in (2, 4, 8):
+        try:
+            multi = parallel_plan(single, spec, n, dev)
+        except WorkbenchError:
+            continue
+        if multi.fits:
+            return (f"{n}x {dev.name} hold it with tensor + expert parallelism ({multi.total_bytes / GB:,.1f} GB per "
+                    f"GPU): workbench.plan(..., devices='{n}x {dev.name}') for the placement and the vLLM / SGLang "
+                    "commands.")
+    return f"even 8x {dev.name} do not hold it in {single.weights}: a smaller format or a shorter context."
 
 
 def _offload(spec, result: MemoryPlan, tensors, fmt, dev: Device, host_gb: float, host_bw: float) -> OffloadPlan:

@@ -286,7 +286,8 @@ class RemoteStream:
         usage: dict = {}
         finish = None
         separate_reasoning = False
-        n = 0
+        n = size = 0
+        limit = 2 * int(self.body["max_tokens"]) + 64
         try:
             for event in events:
                 if isinstance(event.get("usage"), dict):
@@ -315,6 +316,11 @@ class RemoteStream:
                     if pieces or delta.get("tool_calls"):
                         stamps.append(time.perf_counter())
                         n += 1
+                        size += sum(len(p) for p, _ in pieces)
+                        if n > limit or size > 256 * limit:  # a server that does not stop is not followed forever
+                            raise ServerError(f"{events.where} sent {n} chunks ({size:,} characters) for a request of "
+                                              f"{self.body['max_tokens']} tokens and did not stop: the stream is "
+                                              "closed. Is it an OpenAI-compatible server?")
                     for piece, is_thinking in pieces:
                         yield Chunk(piece, is_thinking, n)
         except WorkbenchError:
