@@ -19,6 +19,7 @@ from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .prompt_cache import PromptCache
     from .tokenizer import Tokenizer
 
 
@@ -35,10 +36,12 @@ class Stats:
     peak_memory_bytes: int | None  # device peak during this generation; None where unknown
     decode_path: str = ""          # what ran the decode steps (e.g. the reference path while tracing)
     inter_token_s: Any = None      # [chunk - 1] seconds between streamed chunks (a server's stream); None in-process
+    reused_prompt_tokens: int = 0  # prompt tokens continued from the prompt cache, not prefilled again
 
     def __str__(self) -> str:
         mem = "n/a" if self.peak_memory_bytes is None else f"{self.peak_memory_bytes / 2**20:,.1f} MiB"
-        return (f"prompt {self.prompt_tokens} tok, new {self.new_tokens} tok | TTFT "
+        reused = f" ({self.reused_prompt_tokens} from the prompt cache)" if self.reused_prompt_tokens else ""
+        return (f"prompt {self.prompt_tokens} tok{reused}, new {self.new_tokens} tok | TTFT "
                 f"{self.time_to_first_token_s * 1e3:,.1f} ms | prefill {self.prefill_tokens_per_s:,.1f} tok/s"
                 f" | decode {self.decode_tokens_per_s:,.1f} tok/s | peak {mem}")
 
@@ -81,9 +84,15 @@ class DecodeLoop:
 
     def __init__(self, backend: "Backend", tokenizer: "Tokenizer", prompt_ids: np.ndarray,
                  max_new_tokens: int, sampling: SamplingParams, stop: Sequence[str] = (),
-                 eos_ids: Sequence[int] = (), probe: Any = None):
+                 eos_ids: Sequence[int] = (), probe: Any = None, store: "PromptCache | None" = None,
+                 turn_marker: int | None = None):
         self.backend, self.tokenizer = backend, tokenizer
         self.probe = probe  # hooked into the model for this loop's own forward calls only
+        # The prompt cache to continue from and fill (never with a probe: see prompt_cache.py), and the
+        # token that opens a message (<|im_start|>), where turn-start entries are taken.
+        self.store = store if probe is None and store is not None and store.enabled else None
+        self.turn_marker = turn_marker
+        self._reused = 0
         self.prompt_ids = prompt_ids
         self.max_new_tokens = max_new_tokens
         self.sampling = sampling
@@ -127,16 +136,22 @@ class DecodeLoop:
         backend = self.backend
         decoder = StreamDecoder(self.tokenizer)
         backend.reset_peak_memory()
-        # A probe reads the model as the reference path runs it, so tracing takes that path.
-        cache = backend.new_cache(capacity=len(self.prompt_ids) + self.max_new_tokens, fast=self.probe is None)
-        self._decode_path = backend.decode_path(cache)
+        capacity = len(self.prompt_ids) + self.max_new_tokens
         start = time.perf_counter()
+        cache = self._continued(capacity)
+        if cache is None:
+            # A probe reads the model as the reference path runs it, so tracing takes that path.
+            cache = backend.new_cache(capacity=capacity, fast=self.probe is None)
+            if self.store is not None and not backend.can_snapshot(cache):
+                self.store = None  # a cache this backend cannot copy (torch's static cache) is not kept
+        self._decode_path = backend.decode_path(cache)
         if self._interrupted:  # stopped before it began: nothing runs
             self.finish_reason = "interrupted"
             self._finish(start, start, start)
             return
         sampler = backend.make_sampler(self.sampling)
-        token = self._forward(self.prompt_ids, cache, sampler)
+        token = self._forward(self._split_at_turn_start(cache), cache, sampler)
+        fed = 0  # generated tokens fed back into the cache
         first_id = self._read(token)  # read before queuing step 2, so TTFT is prefill alone
         first_at = last_at = time.perf_counter()
         held = ""  # decoded text that may be the start of a stop string
@@ -145,6 +160,7 @@ class DecodeLoop:
             upcoming = None
             if n < self.max_new_tokens and not self._interrupted:
                 upcoming = self._forward(token, cache, sampler)
+                fed += 1
             if n == 1:
                 token_id = first_id
             else:
@@ -173,6 +189,41 @@ class DecodeLoop:
                 yield StepEvent(self.token_ids[-1], tail)
         backend.synchronize()
         self._finish(start, first_at, last_at)
+        if self.store is not None:  # the loop's own cache: prompt and reply, as forwarded
+            held = np.concatenate([self.prompt_ids, np.asarray(self.token_ids[:fed], dtype=np.int64)])
+            with backend.lock:
+                kept = backend.snapshot(cache, last_use=True)
+                self.store.put(held, kept, backend.snapshot_bytes(kept), "generation end")
+
+    def _continued(self, capacity: int) -> Any:
+        """A new cache restored from the prompt cache's longest entry that begins this prompt, or None."""
+        if self.store is None:
+            return None
+        stored, n = self.store.lookup(self.prompt_ids)
+        if stored is None:
+            return None
+        with self.backend.lock:
+            cache = self.backend.restore(stored, capacity)
+        self._reused = n
+        return cache
+
+    def _split_at_turn_start(self, cache: Any) -> np.ndarray:
+        """Prefill up to the reply's header and keep a copy there (a turn-start entry); return the
+        prompt tokens still to be read."""
+        from .prompt_cache import turn_start
+
+        rest = self.prompt_ids[self._reused:]
+        if self.store is None:
+            return rest
+        at = turn_start(self.prompt_ids, self.turn_marker, self._reused)
+        if at is None:
+            return rest
+        backend = self.backend
+        with backend.lock:
+            backend.queue(backend.step(self.prompt_ids[self._reused:at], cache))
+            kept = backend.snapshot(cache)
+            self.store.put(self.prompt_ids[:at], kept, backend.snapshot_bytes(kept), "turn start")
+        return self.prompt_ids[at:]
 
     def _split_at_stop(self, text: str) -> tuple[str, str, bool]:
         """(text to emit now, text to hold back, whether a stop string was found).
@@ -193,8 +244,9 @@ class DecodeLoop:
         n_new, n_prompt = len(self.token_ids), len(self.prompt_ids)
         ttft = first_at - start if n_new else float("nan")
         decode_s = last_at - first_at
+        prefilled = n_prompt - self._reused  # the prefill rate counts what was read, not what was reused
         self.stats = Stats(
-            prompt_tokens=n_prompt, new_tokens=n_new, time_to_first_token_s=ttft,
-            prefill_tokens_per_s=n_prompt / ttft if ttft > 0 else float("nan"),  # nan > 0 is False
+            prompt_tokens=n_prompt, new_tokens=n_new, time_to_first_token_s=ttft, reused_prompt_tokens=self._reused,
+            prefill_tokens_per_s=prefilled / ttft if ttft > 0 else float("nan"),  # nan > 0 is False
             decode_tokens_per_s=(n_new - 1) / decode_s if n_new > 1 and decode_s > 0 else float("nan"),
             total_s=last_at - start, peak_memory_bytes=self.backend.peak_memory(), decode_path=self._decode_path)

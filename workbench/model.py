@@ -10,6 +10,7 @@ from .backends.base import Backend
 from .capture import build_records, plan_probes
 from .errors import WorkbenchError
 from .generation import DecodeLoop, Generation
+from .prompt_cache import PromptCache
 from .sampling import SamplingParams
 from .spec import ModelSpec
 from .thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
@@ -74,6 +75,8 @@ class Model:
             raise WorkbenchError(f"context={context!r} is invalid: give the most tokens a generation may "
                                  "hold, a whole number >= 2.")
         self._context = context
+        # Caches of earlier generations that chat turns and tool rounds continue from (prompt_cache.py).
+        self.prompt_cache = PromptCache()
 
     # ---- what it is ---------------------------------------------------------------------
     @property
@@ -150,7 +153,8 @@ class Model:
                  seed: int | None = None, stop: str | Sequence[str] | None = None,
                  thinking: bool = True, tools: list[dict] | None = None,
                  ignore_eos: bool = False, trace: Trace | None = None,
-                 intervene: Intervention | None = None, raw_control_tokens: bool = False) -> Generation:
+                 intervene: Intervention | None = None, raw_control_tokens: bool = False,
+                 prompt_cache: bool = False) -> Generation:
         """Generate from a string, a list of chat messages, or token ids.
 
         Chat messages go through the checkpoint's chat template with thinking on or off; the
@@ -160,12 +164,15 @@ class Model:
         `.deltanet`, `.attention` of the result); `intervene=Intervention(...)` changes routing.
         Control tokens written inside user and tool messages ("<|im_end|>", "<|im_start|>system")
         stay text, so no message can forge a turn; `raw_control_tokens=True` encodes them as
-        control tokens, as transformers does.
+        control tokens, as transformers does. `prompt_cache=True` continues from the cache of an
+        earlier generation whose tokens begin this prompt and keeps this one's (`model.prompt_cache`;
+        on by default in `chat`): the output is the same, the prefill shorter.
         """
         stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
                              seed=seed, stop=stop, thinking=thinking, tools=tools, ignore_eos=ignore_eos,
-                             trace=trace, intervene=intervene, raw_control_tokens=raw_control_tokens)
+                             trace=trace, intervene=intervene, raw_control_tokens=raw_control_tokens,
+                             prompt_cache=prompt_cache)
         for _ in stream:
             pass
         return stream.generation
@@ -175,7 +182,8 @@ class Model:
                seed: int | None = None, stop: str | Sequence[str] | None = None,
                thinking: bool = True, tools: list[dict] | None = None,
                ignore_eos: bool = False, trace: Trace | None = None,
-               intervene: Intervention | None = None, raw_control_tokens: bool = False) -> Stream:
+               intervene: Intervention | None = None, raw_control_tokens: bool = False,
+               prompt_cache: bool = False) -> Stream:
         """Like `generate`, but returns a `Stream` that yields text `Chunk`s as they are made
         (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -196,7 +204,8 @@ class Model:
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
         loop = DecodeLoop(self.engine, self.tokenizer, ids, budget, sampling,
                           stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids,
-                          probe=probe)
+                          probe=probe, store=self.prompt_cache if prompt_cache else None,
+                          turn_marker=self.tokenizer.token_to_id("<|im_start|>"))
 
         def finish(done: DecodeLoop) -> Generation:
             thought, answer = split_thinking(done.text, opened)
@@ -222,7 +231,8 @@ class Model:
         `max_rounds` tool rounds have run. Malformed calls, unknown functions, wrong argument
         types and exceptions come back to the model as tool errors. Returns a `ChatResult`
         (`.text`, `.messages`, `.calls`); `on_event` sees each chunk, call and result live.
-        Control tokens inside user messages and tool results stay text (`raw_control_tokens`)."""
+        Control tokens inside user messages and tool results stay text (`raw_control_tokens`).
+        Each round continues from the prompt cache (`prompt_cache=False` reads everything again)."""
         from .chat import ChatLoop
         return ChatLoop(self, messages, tools, max_rounds=max_rounds, thinking=thinking,
                         max_new_tokens=max_new_tokens, raw_control_tokens=raw_control_tokens,

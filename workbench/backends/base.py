@@ -72,6 +72,24 @@ class Backend(ABC):
         `capacity`: the most tokens it will hold, when known (a static cache needs it); `fast`:
         whether the fast decode step may serve it (False while probing)."""
 
+    def can_snapshot(self, cache: Any) -> bool:
+        """Whether `snapshot` can keep this cache (the prompt cache keeps only those)."""
+        return False
+
+    def snapshot(self, cache: Any, last_use: bool = False) -> Any:
+        """What the prompt cache stores of `cache`: an independent copy nothing extends. `last_use`:
+        the caller is done with `cache`, so it may become the snapshot itself (no copy)."""
+        raise NotImplementedError(f"the {self.name} backend cannot keep a cache")
+
+    def restore(self, snapshot: Any, capacity: int | None = None) -> Any:
+        """A new cache holding what `snapshot` holds, to extend (up to `capacity` tokens in all, when
+        known); the snapshot itself is left as it was."""
+        raise NotImplementedError(f"the {self.name} backend cannot restore a cache")
+
+    def snapshot_bytes(self, snapshot: Any) -> int:
+        """Bytes a snapshot holds (the prompt cache's budget)."""
+        return 0
+
     def decode_path(self, cache: Any) -> str:
         """In words, what runs a decode step on `cache` (Stats and reports show it)."""
         return "cached forward"

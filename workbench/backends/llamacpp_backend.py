@@ -141,6 +141,15 @@ class LlamaCache:
     _release: Any = field(default=None, repr=False)
 
 
+@dataclass
+class _SequenceState:
+    """A prompt-cache snapshot: one sequence's state as llama.cpp serialises it, and its length."""
+
+    data: Any        # ctypes uint8 array
+    size: int
+    pos: int
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     traces_attention = False   # its attention kernels never form the probabilities
@@ -247,6 +256,37 @@ class LlamaCppBackend(Backend):
             self._traced = _Context(self, traced=True)
             self._contexts.append(self._traced)
         return self._traced
+
+    # ---- prompt-cache snapshots: a sequence's state (KV and recurrent) as bytes on the host --------
+    def can_snapshot(self, cache) -> bool:
+        return isinstance(cache, LlamaCache) and cache.context is self._plain
+
+    def snapshot(self, cache: LlamaCache, last_use: bool = False) -> "_SequenceState":
+        # llama.cpp's own save/restore of one sequence (what llama-server's slot save uses): bytes
+        # on the host, so a kept snapshot holds none of the context's few sequences.
+        with self.lock:
+            ctx = cache.context
+            size = llama_cpp.llama_state_seq_get_size(ctx.ptr, cache.seq)
+            data = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(ctx.ptr, data, size, cache.seq)
+            if written == 0:
+                raise WorkbenchError("llama.cpp could not save the sequence's state for the prompt cache.")
+        if last_use:
+            cache._release()  # the sequence goes back to the context now
+        return _SequenceState(data, written, cache.pos)
+
+    def restore(self, snapshot: "_SequenceState", capacity=None) -> LlamaCache:
+        cache = self.new_cache()
+        with self.lock:
+            read = llama_cpp.llama_state_seq_set_data(cache.context.ptr, snapshot.data, snapshot.size, cache.seq)
+        if read == 0:
+            cache._release()
+            raise WorkbenchError("llama.cpp could not restore a prompt-cache snapshot into a sequence.")
+        cache.pos = snapshot.pos
+        return cache
+
+    def snapshot_bytes(self, snapshot: "_SequenceState") -> int:
+        return snapshot.size
 
     def decode_path(self, cache) -> str:
         return "llama.cpp decode (one sequence of a shared context)"

@@ -173,6 +173,20 @@ class MLXBackend(Backend):
     def new_cache(self, capacity: int | None = None, fast: bool = True):
         return self.model.make_cache()
 
+    def can_snapshot(self, cache) -> bool:
+        return True
+
+    def snapshot(self, cache, last_use: bool = False):
+        mx.eval(list(_arrays(cache)))  # computed values, not the lazy graph that makes them
+        return cache if last_use else self.restore(cache)
+
+    def restore(self, snapshot, capacity=None):
+        import copy
+        return copy.deepcopy(snapshot)
+
+    def snapshot_bytes(self, snapshot) -> int:
+        return sum(a.nbytes for a in _arrays(snapshot))
+
     def decode_path(self, cache) -> str:
         return "mlx-lm cache, one lazy graph per token"
 
@@ -307,3 +321,15 @@ def _draw(logits, p: SamplingParams, key):
         probs = mx.softmax(logits)
         logits = mx.where(probs < p.min_p * probs.max(), neg_inf, logits)
     return mx.random.categorical(logits, key=key)
+
+
+def _arrays(value, depth: int = 0):
+    """The arrays an mlx-lm cache list holds (KVCache keys/values, ArraysCache conv and recurrent states)."""
+    if isinstance(value, mx.array):
+        yield value
+    elif depth < 4 and isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _arrays(v, depth + 1)
+    elif depth < 4 and hasattr(value, "__dict__"):
+        for v in vars(value).values():
+            yield from _arrays(v, depth + 1)

@@ -199,6 +199,20 @@ class TorchBackend(Backend):
         from transformers import DynamicCache
         return DynamicCache(config=self.model.config)
 
+    def can_snapshot(self, cache) -> bool:
+        return not isinstance(cache, StaticLease)  # the static decoder's buffers belong to its pool
+
+    def snapshot(self, cache, last_use: bool = False):
+        return cache if last_use else self.restore(cache)
+
+    def restore(self, snapshot, capacity=None):
+        import copy
+        with torch.inference_mode():
+            return copy.deepcopy(snapshot)
+
+    def snapshot_bytes(self, snapshot) -> int:
+        return sum(t.numel() * t.element_size() for t in _tensors(snapshot))
+
     def decode_path(self, cache) -> str:
         return self._decode_words(isinstance(cache, StaticLease))
 
@@ -313,3 +327,15 @@ def _draw(logits: "torch.Tensor", p: SamplingParams, generator) -> "torch.Tensor
     if p.min_p:
         probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
     return torch.multinomial(probs, 1, generator=generator)[0]
+
+
+def _tensors(value, depth: int = 0):
+    """The tensors a cache object holds (its layers' keys, values, conv and recurrent states)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth < 4 and isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v, depth + 1)
+    elif depth < 4 and hasattr(value, "__dict__"):
+        for v in vars(value).values():
+            yield from _tensors(v, depth + 1)
