@@ -287,3 +287,22 @@ def test_threads_and_abandoned_streams_share_one_model(f32):
         next(iter(stream))
         del stream
     assert f32.generate(CODE, max_new_tokens=24, ignore_eos=True).token_ids.tolist() == expected
+
+
+def test_every_released_sequence_comes_back(f32):
+    """A sequence released after another lease emptied the list of released ones is not lost (the
+    finalizers all append to one list object)."""
+    import gc
+
+    from workbench.backends.llamacpp_backend import SEQUENCES
+
+    engine = f32.engine
+    for _ in range(3 * SEQUENCES):
+        a, b = engine.new_cache(), engine.new_cache()
+        del a
+        gc.collect()
+        c = engine.new_cache()  # takes back a's sequence
+        del b, c
+        gc.collect()
+    ctx = engine._plain
+    assert sorted(ctx.free + ctx.dirty) == list(range(SEQUENCES))

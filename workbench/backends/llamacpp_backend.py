@@ -116,10 +116,13 @@ class _Context:
         if not self.free and not self.dirty:
             gc.collect()  # an abandoned stream's cache may only be waiting for the collector
         if self.dirty:
-            for seq in self.dirty:
+            released = list(self.dirty)
+            # Emptied in place: every cache's finalizer appends to this very list (a new list would
+            # lose the sequences released after it, and with them their share of the context).
+            del self.dirty[:len(released)]
+            for seq in released:
                 llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1)
-            self.free += self.dirty
-            self.dirty = []
+            self.free += released
         if not self.free:
             raise WorkbenchError(
                 f"the llama.cpp backend holds at most {SEQUENCES} generations at once and all are in use: "
