@@ -148,7 +148,7 @@ def test_the_bound_the_switch_and_bad_settings(model):
         model.chat([{"role": "user", "content": "Hi"}], thinking=False, max_new_tokens=4)
         assert len(store) == 0  # each snapshot alone is over the budget: nothing kept
     finally:
-        store.max_entries, store.max_bytes = 4, 1 << 30
+        store.max_entries, store.max_bytes = 8, 1 << 30
     store.enabled = False
     try:
         chat = [{"role": "user", "content": "Hi"}]
@@ -172,3 +172,19 @@ def test_llamacpp_snapshots_hold_no_sequence():
     for s in streams:
         for _ in s:
             pass
+
+
+def test_chat_and_the_chat_panel_use_it_by_default(model):
+    from workbench.widgets.chat import ChatPanel
+
+    model.prompt_cache.clear()
+    first = model.chat([{"role": "user", "content": "Hello!"}], thinking=False, max_new_tokens=12)
+    second = model.chat(first.messages + [{"role": "user", "content": "And then?"}], thinking=False,
+                        max_new_tokens=12)
+    assert second.generations[0].stats.reused_prompt_tokens > 0
+    panel = ChatPanel(model, tools=TOOLS)
+    panel.temperature.value = 0
+    for text in ("Could you check the weather for Lisbon?", "And over in Tokyo?"):
+        panel.send(text)
+        panel.wait(120)
+    assert panel.last_result.generations[0].stats.reused_prompt_tokens > 0

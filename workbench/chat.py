@@ -57,7 +57,8 @@ class ChatLoop:
         self.toolbox = ToolBox(tools)
         self.messages = [dict(m) for m in messages]
         self.max_rounds, self.thinking, self.max_new_tokens = max_rounds, thinking, max_new_tokens
-        self.stream_options = dict(sampling, raw_control_tokens=raw_control_tokens)
+        # Each round continues from the cache of the last (prompt_cache.py) unless told otherwise.
+        self.stream_options = dict({"prompt_cache": True, **sampling}, raw_control_tokens=raw_control_tokens)
         self.result: ChatResult | None = None
         self._stream = None
         self._stopped = False

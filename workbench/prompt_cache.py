@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import WorkbenchError
 
-DEFAULT_ENTRIES = 4
+DEFAULT_ENTRIES = 8  # two per round: a turn of three tool rounds still finds its first turn start
 DEFAULT_BYTES = 1 << 30
 
 

@@ -143,8 +143,9 @@ class RemoteModel:
                top_k: int = 0, min_p: float = 0.0, presence_penalty: float = 0.0, seed: int | None = None,
                stop: str | Sequence[str] | None = None, thinking: bool = True, tools: list[dict] | None = None,
                ignore_eos: bool = False, trace: Trace | None = None, intervene: Intervention | None = None,
-               raw_control_tokens: bool = False) -> "RemoteStream":
-        """As `Model.stream`: yields text `Chunk`s as the server sends them; `.generation` at the end."""
+               raw_control_tokens: bool = False, prompt_cache: bool = False) -> "RemoteStream":
+        """As `Model.stream`: yields text `Chunk`s as the server sends them; `.generation` at the end.
+        `prompt_cache` is the server's business (vLLM and SGLang reuse prefixes themselves): ignored."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                                   presence_penalty=presence_penalty, seed=seed)
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
