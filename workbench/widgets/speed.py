@@ -39,9 +39,11 @@ class TokensPerSecondMeter(w.HTML):
 
     def finish(self, stats) -> None:
         rate = "-" if stats.decode_tokens_per_s != stats.decode_tokens_per_s else f"{stats.decode_tokens_per_s:,.1f}"
+        reused = getattr(stats, "reused_prompt_tokens", 0)
         self.value = (f"<b>{rate} tok/s</b> decode | {stats.new_tokens} tokens | "
                       f"TTFT {1e3 * stats.time_to_first_token_s:,.0f} ms | prefill "
-                      f"{stats.prefill_tokens_per_s:,.0f} tok/s")
+                      f"{stats.prefill_tokens_per_s:,.0f} tok/s"
+                      + (f" ({reused:,} prompt tokens from the cache)" if reused else ""))
 
     def run(self, stream, on_text=None):
         """Consume a `model.stream(...)`, ticking per token; returns its Generation."""
