@@ -161,3 +161,16 @@ class Backend(ABC):
     @abstractmethod
     def peak_memory(self) -> int | None:
         """Peak device memory in bytes since the last reset; None where the device can't say."""
+
+
+def leaves(value: Any, kind: type, depth: int = 0):
+    """The `kind` arrays a cache object holds (its layers' keys, values, conv and recurrent states),
+    found through lists, tuples and object attributes a few levels deep."""
+    if isinstance(value, kind):
+        yield value
+    elif depth < 4 and isinstance(value, (list, tuple)):
+        for v in value:
+            yield from leaves(v, kind, depth + 1)
+    elif depth < 4 and hasattr(value, "__dict__"):
+        for v in vars(value).values():
+            yield from leaves(v, kind, depth + 1)

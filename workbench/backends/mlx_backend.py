@@ -19,7 +19,7 @@ from ..errors import BackendNotInstalled, WorkbenchError
 from ..sampling import SamplingParams
 from ..spec import ModelSpec
 from . import host_memory
-from .base import Backend, Sampler
+from .base import Backend, Sampler, leaves
 
 try:
     import mlx.core as mx
@@ -177,7 +177,7 @@ class MLXBackend(Backend):
         return True
 
     def snapshot(self, cache, last_use: bool = False):
-        mx.eval(list(_arrays(cache)))  # computed values, not the lazy graph that makes them
+        mx.eval(list(leaves(cache, mx.array)))  # computed values, not the lazy graph that makes them
         return cache if last_use else self.restore(cache)
 
     def restore(self, snapshot, capacity=None):
@@ -185,7 +185,7 @@ class MLXBackend(Backend):
         return copy.deepcopy(snapshot)
 
     def snapshot_bytes(self, snapshot) -> int:
-        return sum(a.nbytes for a in _arrays(snapshot))
+        return sum(a.nbytes for a in leaves(snapshot, mx.array))
 
     def decode_path(self, cache) -> str:
         return "mlx-lm cache, one lazy graph per token"
@@ -321,15 +321,3 @@ def _draw(logits, p: SamplingParams, key):
         probs = mx.softmax(logits)
         logits = mx.where(probs < p.min_p * probs.max(), neg_inf, logits)
     return mx.random.categorical(logits, key=key)
-
-
-def _arrays(value, depth: int = 0):
-    """The arrays an mlx-lm cache list holds (KVCache keys/values, ArraysCache conv and recurrent states)."""
-    if isinstance(value, mx.array):
-        yield value
-    elif depth < 4 and isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _arrays(v, depth + 1)
-    elif depth < 4 and hasattr(value, "__dict__"):
-        for v in vars(value).values():
-            yield from _arrays(v, depth + 1)

@@ -20,7 +20,7 @@ from ..errors import BackendNotInstalled, WorkbenchError
 from ..sampling import SamplingParams
 from ..spec import ModelSpec
 from . import host_memory
-from .base import Backend, Sampler
+from .base import Backend, Sampler, leaves
 from .torch_static import STATIC_ARCHITECTURES, StaticLease, StaticPool
 
 try:
@@ -211,7 +211,7 @@ class TorchBackend(Backend):
             return copy.deepcopy(snapshot)
 
     def snapshot_bytes(self, snapshot) -> int:
-        return sum(t.numel() * t.element_size() for t in _tensors(snapshot))
+        return sum(t.numel() * t.element_size() for t in leaves(snapshot, torch.Tensor))
 
     def decode_path(self, cache) -> str:
         return self._decode_words(isinstance(cache, StaticLease))
@@ -327,15 +327,3 @@ def _draw(logits: "torch.Tensor", p: SamplingParams, generator) -> "torch.Tensor
     if p.min_p:
         probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
     return torch.multinomial(probs, 1, generator=generator)[0]
-
-
-def _tensors(value, depth: int = 0):
-    """The tensors a cache object holds (its layers' keys, values, conv and recurrent states)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif depth < 4 and isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _tensors(v, depth + 1)
-    elif depth < 4 and hasattr(value, "__dict__"):
-        for v in vars(value).values():
-            yield from _tensors(v, depth + 1)
