@@ -188,3 +188,19 @@ def test_chat_and_the_chat_panel_use_it_by_default(model):
         panel.send(text)
         panel.wait(120)
     assert panel.last_result.generations[0].stats.reused_prompt_tokens > 0
+
+
+def test_torch_fast_decode_path_keeps_and_continues_its_static_cache():
+    """torch's fast path (a static cache, the default on CUDA): snapshots copy the decoder's buffers,
+    and a hit is loaded back into a leased decoder's own buffers, so decoding stays on the fast path."""
+    if "torch" not in BACKENDS:
+        pytest.skip("torch is not selected")
+    model = workbench.load("tiny", backend="torch", device="cpu")
+    model.fast_decode = True
+    full = _conversation(model, reuse=False)
+    reused = _conversation(model, reuse=True)
+    for a, b in zip(full, reused):
+        assert [g.token_ids.tolist() for g in a.generations] == [g.token_ids.tolist() for g in b.generations]
+    gens = [g for r in reused for g in r.generations]
+    assert all(g.stats.reused_prompt_tokens > 0 for g in gens[1:])
+    assert all(g.stats.decode_path.startswith("static cache") for g in gens)

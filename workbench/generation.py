@@ -143,7 +143,7 @@ class DecodeLoop:
             # A probe reads the model as the reference path runs it, so tracing takes that path.
             cache = backend.new_cache(capacity=capacity, fast=self.probe is None)
             if self.store is not None and not backend.can_snapshot(cache):
-                self.store = None  # a cache this backend cannot copy (torch's static cache) is not kept
+                self.store = None  # a cache this backend cannot keep
         self._decode_path = backend.decode_path(cache)
         if self._interrupted:  # stopped before it began: nothing runs
             self.finish_reason = "interrupted"

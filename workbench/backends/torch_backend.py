@@ -21,7 +21,7 @@ from ..sampling import SamplingParams
 from ..spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler, leaves
-from .torch_static import STATIC_ARCHITECTURES, StaticLease, StaticPool
+from .torch_static import STATIC_ARCHITECTURES, StaticLease, StaticPool, StaticSnapshot
 
 try:
     import torch
@@ -200,18 +200,30 @@ class TorchBackend(Backend):
         return DynamicCache(config=self.model.config)
 
     def can_snapshot(self, cache) -> bool:
-        return not isinstance(cache, StaticLease)  # the static decoder's buffers belong to its pool
+        return True
 
     def snapshot(self, cache, last_use: bool = False):
+        import copy
+        if isinstance(cache, StaticLease):  # the buffers belong to the pool: always a copy
+            decoder = cache.decoder
+            with torch.inference_mode():
+                return StaticSnapshot(copy.deepcopy(decoder.cache), decoder.length)
         return cache if last_use else self.restore(cache)
 
     def restore(self, snapshot, capacity=None):
         import copy
         with torch.inference_mode():
+            if isinstance(snapshot, StaticSnapshot):
+                # Back onto the fast path: a leased decoder's buffers take the saved values in place
+                # (a captured CUDA graph keeps pointing at them).
+                lease = self._static.lease(max(capacity or 0, snapshot.length + 1))
+                lease.decoder.load(snapshot.cache, snapshot.length)
+                return lease
             return copy.deepcopy(snapshot)
 
     def snapshot_bytes(self, snapshot) -> int:
-        return sum(t.numel() * t.element_size() for t in leaves(snapshot, torch.Tensor))
+        held = snapshot.cache if isinstance(snapshot, StaticSnapshot) else snapshot
+        return sum(t.numel() * t.element_size() for t in leaves(held, torch.Tensor))
 
     def decode_path(self, cache) -> str:
         return self._decode_words(isinstance(cache, StaticLease))

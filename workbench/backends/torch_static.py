@@ -99,6 +99,17 @@ class StaticDecoder:
             self.position.zero_()
         self.length = 0
 
+    def load(self, saved, length: int) -> None:
+        """Take the state of another decoder's cache (`StaticSnapshot.cache`, holding `length`
+        tokens), copied into this decoder's own buffers: full-attention keys and values up to
+        `length` (the two buffers may differ in capacity), the DeltaNet states whole, and each
+        layer's fill level and flags."""
+        self.room(length)
+        with torch.inference_mode():
+            _copy_into(self.cache, saved, length)
+            self.position.fill_(length)
+        self.length = length
+
     def room(self, tokens: int) -> None:
         if self.length + tokens > self.capacity:
             raise RuntimeError(f"static cache of {self.capacity} tokens is full ({self.length} used, "
@@ -174,3 +185,47 @@ class StaticLease:
 
     def __init__(self, decoder: StaticDecoder):
         self.decoder = decoder
+
+
+class StaticSnapshot:
+    """A prompt-cache entry of the fast path: a copy of a decoder's `StaticCache` and its length."""
+
+    def __init__(self, cache, length: int):
+        self.cache, self.length = cache, length
+
+
+_FIXED = ("max_cache_len", "device", "dtype", "batch_size", "num_heads", "k_head_dim", "v_head_dim",
+          "conv_kernel_size", "max_batch_size", "layer_class_to_replicate")
+
+
+def _copy_into(dst, src, length: int, depth: int = 0) -> None:
+    """Copy `src`'s values into `dst`, an object of the same structure: tensors in place (a sequence
+    axis of another capacity is copied up to `length`), simple values (flags, fill levels) as they are."""
+    if depth > 4:
+        return
+    if isinstance(dst, torch.Tensor):
+        if dst.shape == src.shape:
+            dst.copy_(src)
+        else:  # [batch, heads, capacity, dim]: the first `length` slots
+            dst.zero_()
+            dst[:, :, :length].copy_(src[:, :, :length])
+        return
+    if isinstance(dst, dict):
+        for key in dst:
+            if isinstance(dst[key], torch.Tensor) or hasattr(dst[key], "__dict__"):
+                _copy_into(dst[key], src[key], length, depth + 1)
+            else:
+                dst[key] = src[key]
+        return
+    if isinstance(dst, (list, tuple)):
+        for d, s in zip(dst, src):
+            _copy_into(d, s, length, depth + 1)
+        return
+    for name, value in vars(dst).items():
+        if name in _FIXED:
+            continue
+        other = getattr(src, name)
+        if isinstance(value, (torch.Tensor, dict, list, tuple)) or hasattr(value, "__dict__"):
+            _copy_into(value, other, length, depth + 1)
+        else:
+            setattr(dst, name, other)
