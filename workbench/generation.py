@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from .tokenizer import Tokenizer
 
 
+def checked_limits(max_new_tokens, stop) -> list[str]:
+    """The request's length limit and stop strings, checked (in-process and served models alike):
+    the stop strings as a list."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise WorkbenchError(f"max_new_tokens={max_new_tokens!r} is invalid: it must be an int >= 1.")
+    stops = [stop] if isinstance(stop, str) else list(stop or ())
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise WorkbenchError(f"stop={stop!r} is invalid: give a non-empty string or a list of them.")
+    return stops
+
+
 @dataclass
 class Stats:
     """Timings of one generation. Prefill time is to the first sampled token (TTFT)."""

@@ -9,7 +9,7 @@ import numpy as np
 from .backends.base import Backend
 from .capture import build_records, plan_probes
 from .errors import WorkbenchError
-from .generation import DecodeLoop, Generation
+from .generation import DecodeLoop, Generation, checked_limits
 from .prompt_cache import PromptCache
 from .sampling import SamplingParams
 from .spec import ModelSpec
@@ -188,12 +188,7 @@ class Model:
         (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                                   presence_penalty=presence_penalty, seed=seed)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
-                or max_new_tokens < 1:
-            raise WorkbenchError(f"max_new_tokens={max_new_tokens!r} is invalid: it must be an int >= 1.")
-        stops = [stop] if isinstance(stop, str) else list(stop or ())
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise WorkbenchError(f"stop={stop!r} is invalid: give a non-empty string or a list of them.")
+        stops = checked_limits(max_new_tokens, stop)
         ids, prompt_text = self.prompt_ids(prompt, thinking=thinking, tools=tools,
                                            raw_control_tokens=raw_control_tokens)
         room = self._check_context(len(ids), max_new_tokens)

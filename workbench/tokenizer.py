@@ -97,6 +97,11 @@ class Tokenizer:
                 ids.append(token_id)
         return tuple(dict.fromkeys(ids))
 
+    @property
+    def vocab_size(self) -> int:
+        """Ids the tokenizer knows, added tokens included."""
+        return self._tok.get_vocab_size()
+
     def token_to_id(self, token: str) -> int | None:
         return self._tok.token_to_id(token)
 

@@ -1,10 +1,10 @@
 """Serving engines (vLLM, SGLang, llama.cpp's server, mlx_lm.server) behind the workbench's Model
-interface: `connect` to one, `serve` a local one, and measure it like vLLM's serving benchmark."""
+interface: `connect` to one, `workbench.serve` a local one (servers.py), and measure it like vLLM's serving benchmark."""
 from __future__ import annotations
 
 from .model import RemoteModel
 
-__all__ = ["connect", "RemoteModel", "serve"]
+__all__ = ["connect", "RemoteModel"]
 
 
 def connect(url: str, model: str | None = None, api_key: str | None = None, *, spec=None,
@@ -28,8 +28,3 @@ def connect(url: str, model: str | None = None, api_key: str | None = None, *, s
     found, tokenizer = describe(served.id, spec)
     return RemoteModel(endpoint, served, found, tokenizer, chat_template)
 
-
-def serve(*args, **kwargs):
-    """Start a local server on loopback (see `workbench.remote.servers.serve`)."""
-    from .servers import serve as _serve
-    return _serve(*args, **kwargs)

@@ -101,7 +101,7 @@ def _network_error(exc: BaseException, endpoint: Endpoint, where: str) -> BaseEx
         return exc
     if isinstance(exc, ConnectionRefusedError):
         return WorkbenchError(f"no server answers at {endpoint.url} (connection refused): start it (e.g. "
-                              "workbench.remote.serve('tiny')) or check the host and port.")
+                              "workbench.serve('tiny')) or check the host and port.")
     if isinstance(exc, socket.gaierror):
         return WorkbenchError(f"the host {endpoint.host!r} of {endpoint.url} is unknown: check the address.")
     if isinstance(exc, (socket.timeout, TimeoutError)):

@@ -19,7 +19,6 @@ llama.cpp's server, mlx_lm.server), for what a server can do.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -27,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import WorkbenchError
-from ..generation import Generation, Stats
+from ..generation import Generation, Stats, checked_limits
 from ..model import Chunk
 from ..sampling import SamplingParams
 from ..spec import ModelSpec
@@ -70,7 +69,6 @@ class RemoteModel:
         # Whether the server sends reasoning apart from the answer (a reasoning parser): learnt from its
         # replies. Once known, an answer without reasoning is an answer, not an unfinished thought.
         self.separates_reasoning = False
-        self.lock = threading.RLock()  # nothing shared needs it; here for code that locks any model
 
     # ---- what it is ---------------------------------------------------------------------
     @property
@@ -148,11 +146,7 @@ class RemoteModel:
         `prompt_cache` is the server's business (vLLM and SGLang reuse prefixes themselves): ignored."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                                   presence_penalty=presence_penalty, seed=seed)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-            raise WorkbenchError(f"max_new_tokens={max_new_tokens!r} is invalid: it must be an int >= 1.")
-        stops = [stop] if isinstance(stop, str) else list(stop or ())
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise WorkbenchError(f"stop={stop!r} is invalid: give a non-empty string or a list of them.")
+        stops = checked_limits(max_new_tokens, stop)
         if intervene is not None:
             raise WorkbenchError("a serving engine cannot change its routing per request: interventions run "
                                  "in-process (workbench.load).")

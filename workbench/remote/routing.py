@@ -111,6 +111,7 @@ def from_response(body: dict, choice: dict, spec: ModelSpec | None, prompt_len: 
     prompt = body.get("prompt_routed_experts", choice.get("prompt_routed_experts"))
     if generated is None and prompt is None:
         raise WorkbenchError(NOT_RETURNED)
+    gen_rows = decode(generated, layers, k, "routed_experts") if generated is not None else None
     parts = []
     if prompt is not None:
         p = decode(prompt, layers, k, "prompt_routed_experts")
@@ -119,9 +120,9 @@ def from_response(body: dict, choice: dict, spec: ModelSpec | None, prompt_len: 
         parts.append(p)
     elif prompt_len:
         # Only generated rows: the prompt's rows are unknown (-1), so positions still line up.
-        parts.append(np.full((prompt_len, *decode(generated, layers, k).shape[1:]), -1, np.int32))
-    if generated is not None:
-        parts.append(decode(generated, layers, k, "routed_experts"))
+        parts.append(np.full((prompt_len, *gen_rows.shape[1:]), -1, np.int32))
+    if gen_rows is not None:
+        parts.append(gen_rows)
     return np.concatenate(parts, axis=0), 0
 
 

@@ -42,7 +42,7 @@ def list_models(endpoint: Endpoint) -> list[Served]:
     if not out:
         raise ServerError(f"{endpoint.url} serves no model (its /models list is empty). mlx_lm.server lists a model "
                           "only with HF_HUB_OFFLINE=1 and HF_HUB_CACHE set to an existing folder; start it with "
-                          "workbench.remote.serve(...), which does that.")
+                          "workbench.serve(...), which does that.")
     return out
 
 

@@ -58,7 +58,7 @@ def prompts(model: "RemoteModel", n: int, prompt_tokens: int, seed: int = SEED) 
     rng = np.random.default_rng(seed)
     tok = model.tokenizer
     if tok is not None:
-        vocab = tok._tok.get_vocab_size()
+        vocab = tok.vocab_size
         # Control tokens are left out: as text they would end the prompt's turn or the document.
         control = {tok.token_to_id(t) for t in tok.control_tokens}
         out = []
