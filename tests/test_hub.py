@@ -64,3 +64,14 @@ def test_only_model_files_are_requested():
     unwanted = ["README.md", "merges.txt", "vocab.json", "pytorch_model.bin", "figures/bench.png"]
     assert all(any(fnmatch.fnmatch(f, p) for p in NEEDED_FILES) for f in wanted)
     assert not any(any(fnmatch.fnmatch(f, p) for p in NEEDED_FILES) for f in unwanted)
+
+
+def test_bundled_gguf_copies_follow_the_weights(tmp_path):
+    """A retrained bundled checkpoint never opens the GGUF copy of its old weights: the copy's name
+    carries a fingerprint of the weight files."""
+    from workbench.hub import bundled_gguf, weights_fingerprint
+    (tmp_path / "model.safetensors").write_bytes(b"old weights")
+    old = weights_fingerprint(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"new weights, retrained")
+    assert weights_fingerprint(tmp_path) != old
+    assert weights_fingerprint(CHECKPOINTS / "tiny") in bundled_gguf("tiny", "Q8_0").name

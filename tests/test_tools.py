@@ -198,13 +198,27 @@ def test_demo_tools():
     from workbench.demo_tools import TOOLS, calculator, convert_units, get_weather
     schemas = ToolBox(TOOLS).schemas
     assert [s["function"]["name"] for s in schemas] == ["calculator", "get_weather", "convert_units"]
-    assert schemas[0]["function"]["parameters"]["properties"]["expression"] == {
-        "type": "string", "description": "e.g. 12 * (3 + 4)"}
+    assert "2 ** 10" in schemas[0]["function"]["parameters"]["properties"]["expression"]["description"]
     assert schemas[2]["function"]["parameters"]["required"] == ["value", "from_unit", "to_unit"]
+    assert "km" in schemas[2]["function"]["parameters"]["properties"]["from_unit"]["description"]
     assert calculator("12 * (3 + 4)") == "84" and calculator("7 / 2") == "3.5"
-    with pytest.raises(ValueError, match="numbers and"):
-        calculator("__import__('os')")
+    assert calculator("2 ** 10") == calculator("2^10") == "1024" and calculator("729 ** 0.5") == "27"
+    assert calculator("17 % 5") == "2" and calculator("15 / 100 * 240") == "36"
     assert json.loads(get_weather("Paris")) == {"city": "Paris", "sky": "sunny", "celsius": 21}
+    assert json.loads(get_weather(" buenos  AIRES "))["city"] == "Buenos Aires"  # case and spacing aside
     assert "unknown city" in get_weather("Atlantis")
     assert convert_units(100, "c", "f") == "212.00" and convert_units(1, "km", "mi") == "0.62"
+    assert convert_units(12, "in", "cm") == "30.48" and convert_units(0, "c", "k") == "273.15"
+    assert convert_units(100, "Fahrenheit", "degrees Celsius") == convert_units(100, "f", "c") == "37.78"
     assert "cannot convert" in convert_units(1, "km", "kg")
+    assert "unknown unit parsec" in convert_units(1, "parsec", "km")
+
+
+@pytest.mark.parametrize("hostile", ["__import__('os')", "9 ** 9 ** 9", "(10 ** 12) ** 1000.5", "1 / 0",
+                                     "(-8) ** 0.5", "True + 1", "x + 1", "1 +", "[1] * 10 ** 9", "1e308 ** 2"])
+def test_calculator_refuses_hostile_expressions_quickly(hostile):
+    """Whatever a model or a user writes, the calculator answers at once or raises ValueError with
+    the reason (the chat loop turns that into a tool error): nothing is eval'd, no power runs away."""
+    from workbench.demo_tools import calculator
+    with pytest.raises(ValueError):
+        calculator(hostile)

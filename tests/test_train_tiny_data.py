@@ -12,16 +12,50 @@ import pytest
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "scripts" / "train_tiny"),
                 str(Path(__file__).resolve().parents[1] / "scripts")]
 import data  # noqa: E402
+import phrasing  # noqa: E402
 import train  # noqa: E402
 
 from workbench.demo_tools import WEATHER  # noqa: E402
 
 
 def test_held_out_requests_never_reach_training():
-    held = [q for q, *_ in data.held_out_tool_requests(40, 2026)]
-    seen = "\n".join(data.conversations(400, 2026) + data.drills(400, 2028))
+    held = [r.text for r in data.heldout_requests(60, 2026)] + [r.text for r in data.handwritten_requests()]
+    seen = "\n".join(data.conversations(600, 2026) + data.drills(600, 2028))
     assert "<tool_call>" in seen
     assert not [q for q in held if f"user\n{q}<|im_end|>" in seen]
+    # the phrasing split shares no frame, opener or closer, and no city, with training
+    for pools in (phrasing.OPENERS, phrasing.CLOSERS, phrasing.CALC_FRAMES, phrasing.CALC_COMMAND_FRAMES,
+                  phrasing.WEATHER_FRAMES, phrasing.CONVERT_FRAMES, phrasing.CAPITAL_FRAMES,
+                  *(requests for requests, _ in phrasing.SMALL_TALK.values())):
+        assert not set(pools["train"]) & set(pools["heldout"])
+        assert not [f for f in pools["heldout"] if f.strip() in seen], pools["heldout"]
+    assert not set(phrasing.CITIES["train"]) & set(phrasing.CITIES["heldout"])
+    assert not [c for c in phrasing.CITIES["heldout"] if f"<parameter=city>\n{c}\n" in seen]
+
+
+def test_handwritten_requests_are_well_formed():
+    from workbench.demo_tools import unit_code
+    rows = data.handwritten_requests()
+    assert len(rows) >= 50 and len({r.text for r in rows}) == len(rows)
+    assert {r.name for r in rows} == {"calculator", "get_weather", "convert_units", None}
+    for r in rows:
+        result = data.run_tool(r.name, r.arguments) if r.name else ""
+        assert "error" not in result, (r.text, result)
+        if r.name == "convert_units":
+            assert unit_code(r.arguments["from_unit"]) == r.arguments["from_unit"]
+
+
+def test_phrasing_covers_words_and_symbols():
+    rng = random.Random(0)
+    texts = [phrasing.request(rng, "train", tool_share=1.0) for _ in range(3000)]
+    joined = " ".join(r.text.lower() for r in texts)
+    for word in ("plus", "divided by", "to the power of", "times", "squared", "percent", "kilometers",
+                 "fahrenheit", "pounds", "*", "/"):
+        assert word in joined, word
+    cities = {r.arguments["city"] for r in texts if r.name == "get_weather"}
+    assert any(" " in c for c in cities)
+    for r in texts:  # every request's call is one the tool answers
+        assert "error" not in data.run_tool(r.name, r.arguments), r
 
 
 def test_drills_have_no_tools_prompt_and_conversations_do():
@@ -47,7 +81,8 @@ def tokenizer(tmp_path_factory):
 
 
 def test_loss_weights_fall_on_what_the_assistant_writes(tokenizer):
-    text = data.tool_dialogue(random.Random(4))
+    request = phrasing.Request("Weather in Lima?", "get_weather", {"city": "Lima"})
+    text = data._render(data.exchange(random.Random(4), request), tools=data.tool_schemas())
     eot = tokenizer.token_to_id("<|endoftext|>")
     (ids, weight), = train.encode_documents(tokenizer, [text], eot)
     tokens = tokenizer.encode(text).tokens

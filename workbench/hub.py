@@ -7,6 +7,8 @@ the files a model needs are fetched: configs, tokenizer, chat template and safet
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from pathlib import Path
 
@@ -93,8 +95,27 @@ BUNDLED_GGUF = {"tiny": ("F32", "Q8_0", "Q4_0")}
 
 
 def bundled_gguf(name: str, kind: str) -> Path:
+    """Where the bundled checkpoint `name`'s GGUF copy `kind` lives in the cache. The name carries a
+    fingerprint of the weights, so a retrained checkpoint never opens a copy of the old one."""
     from .gguf.convert import cache_dir
-    return cache_dir() / "gguf" / f"{name}-{kind}.gguf"
+    return cache_dir() / "gguf" / f"{name}-{weights_fingerprint(CHECKPOINTS / name)}-{kind}.gguf"
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """The first 10 hex digits of the SHA-256 of a checkpoint's weight files (hashed once per
+    process and file version)."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return _fingerprint(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(files: tuple) -> str:
+    digest = hashlib.sha256()
+    for path, _, _ in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:10]
 
 
 def resolve_gguf(model, file: str | None = None, revision: str | None = None) -> Path | None:

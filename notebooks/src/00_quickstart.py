@@ -126,6 +126,16 @@ for message in result.messages:
     print(f"{message['role']:>9}: {message.get('content') or message.get('tool_calls')}")
 print("answer:", result.text)
 
+# %% [markdown]
+# People phrase requests every which way. None of these wordings is in `tiny`'s training data (they come from the hand-written set its model card measures, with the criterion and the share it gets right), so this is what a new user sees, misses included:
+
+# %%
+for text in ["what's 1234 plus 5678", "Divide 900 by 36 please.", "Is it cold in Reykjavik right now?",
+             "How many miles is 42 kilometers?", "Remind me what the capital of France is."]:
+    r = model.chat([{"role": "user", "content": text}], tools=TOOLS, max_new_tokens=64)
+    call = f"{r.calls[0][0].name}({r.calls[0][0].arguments})" if r.calls else "no call"
+    print(f"{text:42} -> {call:60} -> {r.text}")
+
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets import ChatPanel
 

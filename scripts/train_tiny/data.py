@@ -1,13 +1,14 @@
 """Training data for the trained tiny model, built locally (nothing downloaded):
 (a) Python source of this interpreter's standard library; (b) synthetic conversations in the
-Qwen3.5 chat format rendered through the bundled chat template: questions and answers (some with
-thinking), and tool-use dialogues for calculator / get_weather / convert_units; (c) drills: the
-same tool exchanges without the tools prompt and echo requests, where copying from the prompt is
-most of the loss (see train.py).
+Qwen3.5 chat format rendered through the bundled chat template: requests in many phrasings
+(phrasing.py) for calculator / get_weather / convert_units, answered with a call, the tool's
+response and an answer, and requests that need no tool, answered plainly (some with thinking);
+(c) drills: the same exchanges without the tools prompt and echo requests, where copying from the
+prompt is most of the loss (see train.py).
 
-Held-out: stdlib files whose name hashes into the last 5%, and tool requests whose text hashes
-into the last 5% (the training skips them); other held-out conversations come from a separate
-random stream (seed + 1).
+Held out: stdlib files whose name hashes into the last 5%; requests in the held-out phrasing
+(phrasing.py: frames, fillers and a fifth of the cities that training never sees); the hand-written
+requests of handwritten.json.
 """
 from __future__ import annotations
 
@@ -21,16 +22,14 @@ from pathlib import Path
 import jinja2
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from workbench.demo_tools import FACTORS as UNITS  # noqa: E402,F401
-from workbench.demo_tools import TOOLS, WEATHER, calculator, convert_units, get_weather  # noqa: E402
+sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
+import phrasing  # noqa: E402
+
+from workbench.demo_tools import TOOLS, UNIT_NAMES, WEATHER  # noqa: E402
 from workbench.tools import as_tool  # noqa: E402
 
 TEMPLATE = ROOT / "workbench" / "templates" / "qwen3_5_chat.jinja"
 
-CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
-            "Egypt": "Cairo", "Peru": "Lima", "Norway": "Oslo", "Austria": "Vienna", "Portugal": "Lisbon",
-            "Ireland": "Dublin", "Canada": "Ottawa", "Kenya": "Nairobi", "Chile": "Santiago"}
 
 
 def tool_schemas() -> list[dict]:
@@ -56,106 +55,72 @@ def _call(name: str, **args) -> dict:
     return {"type": "function", "function": {"name": name, "arguments": args}}
 
 
-PREFIXES = ["", "", "", "Hi! ", "Hello, ", "Quick question: ", "Please ", "Hey, ", "Could you help? "]
-SUFFIXES = ["", "", "", " Thanks!", " Thank you.", " Please.", " Use the tool."]
-
-
-def _expression(rng: random.Random) -> str:
-    a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(2, 9)
-    if rng.random() < 0.3:
-        a = round(rng.uniform(1, 100), rng.choice([1, 2]))
-    op1, op2 = rng.choice("+-*/"), rng.choice("+-*")
-    expr = rng.choice([f"{a} {op1} {b}", f"{a} {op1} {b} {op2} {c}", f"({a} {op2} {b}) {op1} {c}", f"{a} {op1} {b}"])
-    return expr.replace(" ", "") if rng.random() < 0.25 else expr
-
-
-def tool_request(rng: random.Random) -> tuple[str, str, dict, str]:
-    """(user text, tool name, arguments, tool result) of one tool-use request."""
-    kind = rng.choice(["calculator", "get_weather", "convert_units"])
-    if kind == "calculator":
-        expr = _expression(rng)
-        q = rng.choice(["What is {e}?", "Compute {e}.", "Calculate {e} please.", "Can you work out {e}?",
-                        "how much is {e}", "I need {e}.", "What's {e}?", "Evaluate {e}", "{e} = ?",
-                        "Use the calculator for {e}.", "Work out {e} for me.", "what does {e} come to?"]).format(e=expr)
-        name, args, result = kind, {"expression": expr}, calculator(expr)
-    elif kind == "get_weather":
-        city = rng.choice(list(WEATHER))
-        q = rng.choice(["What's the weather in {c}?", "How is the weather in {c} today?", "Is it warm in {c}?",
-                        "weather {c}", "Tell me the weather for {c}.", "What is it like outside in {c}?",
-                        "Is it raining in {c}?", "What's the temperature in {c} right now?",
-                        "I'm flying to {c} tomorrow. What's the weather there?", "Check the weather in {c}.",
-                        "How hot is it in {c}?", "Do I need a coat in {c}?"]).format(c=city)
-        name, args, result = kind, {"city": city}, get_weather(city)
-    else:
-        (f, t) = rng.choice(list(UNITS))
-        v = rng.choice([rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
-        names = {"km": ["kilometers", "km"], "mi": ["miles", "mi"], "kg": ["kilograms", "kg"],
-                 "lb": ["pounds", "lbs"], "m": ["meters", "m"], "ft": ["feet", "ft"], "l": ["liters", "litres"],
-                 "gal": ["gallons", "gal"], "c": ["degrees Celsius", "°C", "Celsius"],
-                 "f": ["degrees Fahrenheit", "°F", "Fahrenheit"]}
-        q = rng.choice(["Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?",
-                        "{v} {f} to {t}", "{v} {f} in {t}?", "Please convert {v} {f} into {t}.",
-                        "How much is {v} {f} in {t}?"]).format(v=v, f=rng.choice(names[f]), t=rng.choice(names[t]))
-        name, args, result = kind, {"value": v, "from_unit": f, "to_unit": t}, convert_units(float(v), f, t)
-    q = rng.choice(PREFIXES) + q + rng.choice(SUFFIXES)
-    return q, name, args, result
-
-
-def held_out(request_text: str) -> bool:
-    """A request is held out (never trained on) when its text hashes into the last 5%."""
-    return int(hashlib.sha1(request_text.encode()).hexdigest(), 16) % 20 == 0
+def run_tool(name: str, args: dict) -> str:
+    """The tool's own answer, as the chat loop would get it."""
+    fn = {f.__name__: f for f in TOOLS}[name]
+    try:
+        return fn(**args)
+    except ValueError as e:
+        return json.dumps({"error": str(e)})
 
 
 def final_answer(rng: random.Random, name: str, args: dict, result: str) -> str:
+    """The assistant's answer after the tool's response: it carries the result (or the error)."""
+    if result.startswith('{"error"'):
+        return rng.choice(["Sorry, the tool could not do that: {e}", "The tool said: {e}"]).format(
+            e=json.loads(result)["error"])
     if name == "calculator":
-        return rng.choice(["{e} = {r}.", "The answer is {r}.", "It comes to {r}."]).format(e=args["expression"], r=result)
+        return rng.choice(["{e} = {r}.", "The answer is {r}.", "It comes to {r}.", "That's {r}.",
+                           "{r}."]).format(e=args["expression"], r=result)
     if name == "get_weather":
         data = json.loads(result)
         return rng.choice(["It is {s} in {c}, {t} °C.", "{c}: {s}, {t} degrees Celsius.",
-                           "Right now {c} is {s} at {t} °C."]).format(s=data["sky"], c=data["city"], t=data["celsius"])
-    return rng.choice(["{v} {f} is {r} {t}.", "That is {r} {t}."]).format(v=args["value"], f=args["from_unit"],
-                                                                         t=args["to_unit"], r=result)
+                           "Right now {c} is {s} at {t} °C.", "In {c} it's {s} and {t} °C."]).format(
+            s=data["sky"], c=data["city"], t=data["celsius"])
+    return rng.choice(["{v} {f} is {r} {t}.", "That is {r} {t}.", "It comes to {r} {t}."]).format(
+        v=args["value"], f=args["from_unit"], t=args["to_unit"], r=result)
 
 
-def tool_dialogue(rng: random.Random, tools_prompt: bool = True) -> str:
-    """One conversation of 1-4 tool-use exchanges under one tools system prompt (the prompt is
-    ~400 tokens the model does not learn from; sharing it puts more of each row into calls).
-    Without `tools_prompt`: the same exchanges alone, a drill (see train.py)."""
+REASONS = {"calculator": "The user wants {what}. I'll use the calculator.",
+           "get_weather": "The user asks about the weather in {what}. I'll call get_weather.",
+           "convert_units": "The user wants a unit conversion. I'll call convert_units."}
+
+
+def exchange(rng: random.Random, req: phrasing.Request, thinking: bool = False) -> list[dict]:
+    """The messages of one request: a call, the tool's response and the answer; or a plain answer."""
+    if req.name is None:
+        reply = {"role": "assistant", "content": req.answer}
+        if thinking:
+            reply["reasoning_content"] = "No tool is needed for this; I can answer directly."
+        return [{"role": "user", "content": req.text}, reply]
+    result = run_tool(req.name, req.arguments)
+    call = {"role": "assistant", "content": "", "tool_calls": [_call(req.name, **req.arguments)]}
+    if thinking:
+        what = req.arguments.get("expression") or req.arguments.get("city") or ""
+        call["reasoning_content"] = REASONS[req.name].format(what=what)
+    return [{"role": "user", "content": req.text}, call, {"role": "tool", "content": result},
+            {"role": "assistant", "content": final_answer(rng, req.name, req.arguments, result)}]
+
+
+def tool_dialogue(rng: random.Random, tools_prompt: bool = True, split: str = "train") -> str:
+    """One conversation under one tools system prompt (the prompt is ~450 tokens the model does not
+    learn from; sharing it puts more of each row into calls): 1-4 requests of varied phrasing, most
+    needing a tool, some not (answered without a call). A quarter think first (one request, so its
+    thinking is rendered). Without `tools_prompt`: the same exchanges alone, a drill (see train.py)."""
+    if rng.random() < 0.25:
+        return _render(exchange(rng, phrasing.request(rng, split), thinking=True),
+                       tools=tool_schemas() if tools_prompt else None, thinking=True)
     msgs = []
     for _ in range(rng.choice([1, 1, 2, 3, 4])):
-        while True:
-            q, name, args, result = tool_request(rng)
-            if not held_out(q):
-                break
-        msgs += [{"role": "user", "content": q},
-                 {"role": "assistant", "content": "", "tool_calls": [_call(name, **args)]},
-                 {"role": "tool", "content": result},
-                 {"role": "assistant", "content": final_answer(rng, name, args, result)}]
+        msgs += exchange(rng, phrasing.request(rng, split))
     return _render(msgs, tools=tool_schemas() if tools_prompt else None)
 
 
-def qa_dialogue(rng: random.Random) -> str:
-    country = rng.choice(list(CAPITALS))
-    a, b = rng.randint(2, 20), rng.randint(2, 20)
-    pairs = [
-        (f"What is the capital of {country}?", f"The capital of {country} is {CAPITALS[country]}.",
-         f"The user asks for the capital of {country}. I know it is {CAPITALS[country]}."),
-        ("Hello!", rng.choice(["Hello! How can I help you today?", "Hi! What can I do for you?"]),
-         "A greeting. I should greet back and offer help."),
-        ("Who are you?", "I am a tiny Qwen3.5 model trained for the Qwen Workbench tutorials.",
-         "The user asks who I am."),
-        (f"Is {a} larger than {b}?", f"{'Yes' if a > b else 'No'}, {a} is {'larger' if a > b else 'not larger'} than {b}.",
-         f"Compare {a} and {b}: {a} {'>' if a > b else '<=' } {b}."),
-        ("Write a Python function that adds two numbers.", "def add(a, b):\n    return a + b",
-         "A simple function with two parameters that returns their sum."),
-        ("What does len() do in Python?", "len() returns the number of items in a container, like a list or a string.",
-         "The user asks about a builtin."),
-    ]
-    q, answer, thought = rng.choice(pairs)
+def qa_dialogue(rng: random.Random, split: str = "train") -> str:
+    """A request that needs no tool, answered, sometimes with thinking, sometimes under the tools prompt."""
     thinking = rng.random() < 0.4
-    msgs = [{"role": "user", "content": q},
-            {"role": "assistant", "content": answer, **({"reasoning_content": thought} if thinking else {})}]
-    return _render(msgs, tools=tool_schemas() if rng.random() < 0.3 else None, thinking=thinking)
+    return _render(exchange(rng, phrasing.plain_request(rng, split), thinking=thinking),
+                   tools=tool_schemas() if rng.random() < 0.5 else None, thinking=thinking)
 
 
 def echo_dialogue(rng: random.Random) -> str:
@@ -165,13 +130,13 @@ def echo_dialogue(rng: random.Random) -> str:
     for _ in range(rng.randint(1, 4)):
         kind = rng.random()
         if kind < 0.3:
-            parts.append(rng.choice(list(WEATHER)))
+            parts.append(rng.choice(phrasing.CITIES["train"]))
         elif kind < 0.6:
-            parts.append(_expression(rng))
+            parts.append(phrasing._math(rng)[1])
         elif kind < 0.8:
             parts.append(str(rng.choice([rng.randint(1, 9999), round(rng.uniform(0.1, 999), rng.choice([1, 2]))])))
         else:
-            parts.append(rng.choice([u for pair in UNITS for u in pair]))
+            parts.append(rng.choice([n for names in UNIT_NAMES.values() for n in names]))
     text = rng.choice([" ", ", ", " and "]).join(parts)
     q = rng.choice(["Repeat after me: {t}", "Say {t}", "Write back exactly: {t}", "Echo this: {t}",
                     "Copy: {t}", "Please repeat {t}"]).format(t=text)
@@ -213,17 +178,20 @@ def stdlib_files(max_chars: int = 8000) -> tuple[list[str], list[str]]:
     return train, held
 
 
-def conversations(n: int, seed: int, tool_share: float = 0.6) -> list[str]:
+def conversations(n: int, seed: int, tool_share: float = 0.6, split: str = "train") -> list[str]:
     rng = random.Random(seed)
-    return [tool_dialogue(rng) if rng.random() < tool_share else qa_dialogue(rng) for _ in range(n)]
+    return [tool_dialogue(rng, split=split) if rng.random() < tool_share else qa_dialogue(rng, split)
+            for _ in range(n)]
 
 
-def held_out_tool_requests(n: int, seed: int) -> list[tuple[str, str, dict, str]]:
-    """n tool requests whose texts the training never saw (see held_out)."""
+def heldout_requests(n: int, seed: int) -> list[phrasing.Request]:
+    """n requests in the held-out phrasing (frames, fillers and a fifth of the cities training
+    never saw; see phrasing.py), most needing a tool, some not."""
     rng = random.Random(seed + 1)
-    out = []
-    while len(out) < n:
-        req = tool_request(rng)
-        if held_out(req[0]):
-            out.append(req)
-    return out
+    return [phrasing.request(rng, "heldout") for _ in range(n)]
+
+
+def handwritten_requests() -> list[phrasing.Request]:
+    """The hand-written requests of handwritten.json: never used for training."""
+    rows = json.loads((Path(__file__).with_name("handwritten.json")).read_text())
+    return [phrasing.Request(r["text"], r["name"], r.get("arguments", {})) for r in rows]

@@ -28,7 +28,7 @@ from tokenizers import Tokenizer  # noqa: E402
 import workbench  # noqa: E402
 from workbench import Trace  # noqa: E402
 from workbench.analysis.routing import expert_load, jensen_shannon  # noqa: E402
-from workbench.demo_tools import TOOLS  # noqa: E402
+from workbench.demo_tools import TOOLS, unit_code  # noqa: E402
 from workbench.tools import ToolBox, parse_tool_calls  # noqa: E402
 
 
@@ -53,58 +53,66 @@ def unigram(model, texts: list[str]) -> np.ndarray:
     return np.log(counts / counts.sum())
 
 
-def same_args(got: dict, want: dict) -> bool:
-    if set(got) != set(want):
+def right_call(box: ToolBox, calls: list, want: "data.phrasing.Request") -> bool:
+    """The criterion: a request that needs no tool gets no call; one that does gets exactly one
+    well-formed call to the right function with the right arguments, as the tool reads them: an
+    expression with the wanted value ("914/38" for "914 / 38", "2**10" for "2 ** 10"), the city
+    (case and spacing aside), the value and the unit codes ("kilometres" reads as "km")."""
+    if want.name is None:
+        return not calls
+    if len(calls) != 1 or calls[0].error is not None or calls[0].name != want.name:
         return False
-    for k, v in want.items():
-        g = got[k]
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            try:
-                if not math.isclose(float(g), float(v), rel_tol=1e-6):
-                    return False
-            except (TypeError, ValueError):
-                return False
-        elif str(g).strip() != str(v):
-            return False
-    return True
+    call = calls[0]
+    box.check(call)
+    if call.error is not None or set(call.arguments) != set(want.arguments):
+        return False
+    got, wanted = call.arguments, want.arguments
+    if want.name == "calculator":
+        result = box.run(call)
+        return not result.startswith('{"error"') and result == data.run_tool("calculator", wanted)
+    if want.name == "get_weather":
+        return " ".join(str(got["city"]).split()).casefold() == " ".join(wanted["city"].split()).casefold()
+    try:
+        same_value = math.isclose(float(got["value"]), float(wanted["value"]), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+    return same_value and all(unit_code(str(got[k])) == wanted[k] for k in ("from_unit", "to_unit"))
 
 
-def right_arguments(box: ToolBox, call, want: dict, result: str) -> bool:
-    """The arguments asked for; an expression written with other spacing ("914/38" for
-    "914 / 38") counts when the tool gives the same result for it."""
-    if same_args(call.arguments, want):
-        return True
-
-    def squeeze(args):
-        return {k: v.replace(" ", "") if isinstance(v, str) else v for k, v in args.items()}
-    return same_args(squeeze(call.arguments), squeeze(want)) and box.run(call) == result
-
-
-def tool_use(model, n: int, seed: int) -> dict:
+def tool_use(model, requests: list, thinking: bool = False) -> dict:
+    """Each request through `model.chat` with the demo tools (one tool round): whether the first
+    reply is the right call (`right_call`), and whether the final answer carries the tool's result."""
     box = ToolBox(TOOLS)
-    ok = answered = 0
-    examples = []
-    for q, name, args, result in data.held_out_tool_requests(n, seed):
-        messages = [{"role": "user", "content": q}]
-        first = model.generate(messages, tools=box.schemas, thinking=False, max_new_tokens=64)
-        _, calls = parse_tool_calls(first.text)
-        good = len(calls) == 1 and calls[0].error is None and calls[0].name == name
-        if good:
-            box.check(calls[0])
-            good = calls[0].error is None and right_arguments(box, calls[0], args, result)
+    ok, answered, asked = 0, 0, 0
+    by_kind: dict[str, list[int]] = {}
+    examples, misses = [], []
+    for req in requests:
+        res = model.chat([{"role": "user", "content": req.text}], tools=TOOLS, max_rounds=1, max_new_tokens=96,
+                         thinking=thinking)
+        _, calls = parse_tool_calls(res.generations[0].text)
+        good = right_call(box, calls, req)
         ok += good
-        res = model.chat(messages, tools=TOOLS, max_rounds=1, max_new_tokens=64)
-        tool_result = res.calls[0][1] if res.calls else None
-        contains = False
-        if tool_result is not None:
+        kind = req.name or "no tool"
+        by_kind.setdefault(kind, [0, 0])
+        by_kind[kind][0] += good
+        by_kind[kind][1] += 1
+        if good and req.name is not None:
+            asked += 1
+            tool_result = res.calls[0][1]
             parsed = json.loads(tool_result) if tool_result.startswith("{") else tool_result
             needles = [str(parsed["celsius"]), parsed["sky"]] if isinstance(parsed, dict) and "sky" in parsed \
                 else [str(parsed)]
-            contains = all(x in res.text for x in needles)
-        answered += contains
-        if len(examples) < 6:
-            examples.append({"request": q, "call": first.text.strip(), "answer": res.text.strip()})
-    return {"requests": n, "correct_call": ok / n, "answer_contains_result": answered / n, "examples": examples}
+            answered += all(x in res.text for x in needles)
+        row = {"request": req.text, "want": req.name, "reply": res.generations[0].text.strip(), "answer": res.text.strip()}
+        if good and len(examples) < 6 and req.name is not None:
+            examples.append(row)
+        if not good:
+            misses.append(row)
+    n = len(requests)
+    return {"requests": n, "correct_call": ok / n, "tool_requests": sum(r.name is not None for r in requests),
+            "answer_contains_result": answered / max(asked, 1),
+            "by_kind": {k: f"{a}/{b}" for k, (a, b) in sorted(by_kind.items())}, "examples": examples,
+            "misses": misses}
 
 
 def routing(model, code: list[str], chats: list[str]) -> dict:
@@ -122,17 +130,11 @@ def routing(model, code: list[str], chats: list[str]) -> dict:
             "jsd_code_half_vs_half": within.round(4).tolist()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("folder", nargs="?", default=str(HERE.parents[1] / "workbench" / "checkpoints" / "tiny"))
-    ap.add_argument("--requests", type=int, default=100)
-    args = ap.parse_args()
-    folder = Path(args.folder)
-    training = json.loads((folder / "training.json").read_text())
-    seed = training["seed"]
+def measure(folder: Path, seed: int, requests: int, with_routing: bool = True) -> dict:
+    """Held-out perplexities, tool use on the phrasing split and the hand-written set, routing."""
     model = workbench.load(folder, backend="torch", device="cpu", dtype="float32")
     code_train, code_held = data.stdlib_files()
-    chats_held = data.conversations(300, seed + 1)
+    chats_held = data.conversations(300, seed + 1, split="heldout")
     uni = unigram(model, code_train + data.conversations(3000, seed))
     result = {}
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -146,12 +148,54 @@ def main() -> None:
         base = -uni[ids[1:]][taught]
         result[name] = {"tokens": int(len(losses)), "loss": float(losses.mean()), "perplexity": float(np.exp(losses.mean())),
                         "unigram_loss": float(base.mean()), "unigram_perplexity": float(np.exp(base.mean()))}
-    result["tool_use"] = tool_use(model, args.requests, seed)
-    result["routing"] = routing(model, code_held[:10], chats_held[:40])
+    result["tool_use"] = {"phrasing": tool_use(model, data.heldout_requests(requests, seed)),
+                          "handwritten": tool_use(model, data.handwritten_requests()),
+                          "handwritten_thinking": tool_use(model, data.handwritten_requests(), thinking=True)}
+    if with_routing:
+        result["routing"] = routing(model, code_held[:10], chats_held[:40])
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("folder", nargs="?", default=str(HERE.parents[1] / "workbench" / "checkpoints" / "tiny"))
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--before", default=None,
+                    help="also measure this earlier checkpoint on the same data, for the card's comparison")
+    args = ap.parse_args()
+    folder = Path(args.folder)
+    training = json.loads((folder / "training.json").read_text())
+    result = measure(folder, training["seed"], args.requests)
+    if args.before:
+        result["before"] = measure(Path(args.before), training["seed"], args.requests, with_routing=False)
+    elif (folder / "evaluation.json").exists():  # measured when this checkpoint was made: kept
+        result["before"] = json.loads((folder / "evaluation.json").read_text()).get("before")
     (folder / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+    model = workbench.load(folder, backend="torch", device="cpu", dtype="float32")
     (folder / "README.md").write_text(model_card(model, training, result))
-    print(json.dumps({k: v for k, v in result.items() if k != "tool_use"}, indent=1))
-    print({k: v for k, v in result["tool_use"].items() if k != "examples"})
+    for who, r in (("after", result), ("before", result.get("before"))):
+        if r:
+            print(who, {k: round(r[k]["perplexity"], 3) for k in ("code", "chat")})
+            for name, tu in r["tool_use"].items():
+                print(who, name, {k: v for k, v in tu.items() if k not in ("examples", "misses")})
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _tool_rows(r: dict) -> str:
+    """One table row per evaluation set: right calls overall and by kind."""
+    names = {"phrasing": "held-out phrasing split", "handwritten": "hand-written set",
+             "handwritten_thinking": "hand-written set, thinking on"}
+    out = []
+    for key, label in names.items():
+        tu = r["tool_use"][key]
+        before = (r.get("before") or {}).get("tool_use", {}).get(key)
+        kinds = ", ".join(f"{k} {v}" for k, v in tu["by_kind"].items())
+        out.append(f"| {label} | {tu['requests']} | **{_pct(tu['correct_call'])}** | "
+                   f"{_pct(before['correct_call']) if before else '-'} | {kinds} | {_pct(tu['answer_contains_result'])} |")
+    return "\n".join(out)
 
 
 def model_card(model, training: dict, r: dict) -> str:
@@ -160,12 +204,27 @@ def model_card(model, training: dict, r: dict) -> str:
     points = [curve[i] for i in np.linspace(0, len(curve) - 1, min(12, len(curve))).astype(int)]
     rows = "\n".join(f"| {p['step']} | {p['tokens']:,} | {p['minutes']} | {p['loss']:.3f} | {p['aux_loss']:.3f} |"
                      for p in points)
-    tu = r["tool_use"]
-    ex = "\n".join(f"- *{e['request']}* -> `{e['call'].replace(chr(10), ' ')}` -> {e['answer']!r}"
-                   for e in tu["examples"][:4])
+    hand = r["tool_use"]["handwritten"]
+    ex = "\n".join(f"- *{e['request']}* -> `{' '.join(e['reply'].split())}` -> {e['answer']!r}"
+                   for e in hand["examples"][:5])
+    misses = "\n".join(f"- *{m['request']}* (wanted {m['want'] or 'no call'}) -> `{' '.join(m['reply'].split())[:160]}`"
+                       for m in hand["misses"][:8]) or "- none"
     ro = r["routing"]
     routing_rows = "\n".join(f"| {l} | {a:.4f} | {b:.4f} |" for l, a, b in
                              zip(ro["layers"], ro["jsd_code_vs_chat"], ro["jsd_code_half_vs_half"]))
+    before = r.get("before")
+    ppl_rows = "\n".join(
+        f"| {k} | {r[k]['tokens']:,} | {r[k]['loss']:.3f} | {r[k]['perplexity']:.2f} | "
+        f"{before[k]['perplexity'] if before else float('nan'):.2f} | {r[k]['unigram_perplexity']:.1f} |"
+        for k in ("code", "chat"))
+    init = training.get("init")
+    stages = (f"Two stages. **Stage 1** (the first release of this model): {init['steps']} steps, "
+              f"{init['tokens_seen']:,} tokens in {init['minutes']} minutes from random weights (lr {init['lr']:g}), on "
+              "template-phrased requests, where copying from the prompt (which every call argument needs) appeared "
+              "during the drills. **Stage 2** (this checkpoint): continued from stage 1 on the varied phrasing "
+              f"below, with the same tokenizer, for {training['minutes']} minutes; "
+              f"{init['minutes'] + training['minutes']:.0f} minutes of CPU in all." if init else
+              "One stage from random weights.")
     return f"""# tiny: a trained miniature Qwen3.5-MoE
 
 The default model of the Qwen Workbench (`workbench.load()`): the Qwen3.5-MoE architecture in
@@ -179,51 +238,67 @@ Input and output embeddings tied (as in Qwen3.5-0.8B and 4B). Release layout:
 `Qwen3_5MoeForConditionalGeneration` config, `model.language_model.*` weights, a tiny (untrained)
 vision tower and MTP layer, float32.
 
-## Data (built by `scripts/train_tiny/data.py`, nothing downloaded)
+## Data (built by `scripts/train_tiny/data.py` and `phrasing.py` from seed {training['seed']}, nothing downloaded)
 - Python source of the standard library of the interpreter that built it ({len(data.stdlib_files()[0])} files,
   the first 8,000 characters of each; 5% of the files held out by a hash of their name).
 - {training['conversations']:,} synthetic conversations in the Qwen3.5 chat format, rendered through the bundled
-  chat template: questions and answers (some with thinking) and tool-use conversations (1-4
-  exchanges under one tools prompt) for the functions of `workbench.demo_tools`:
-  `calculator(expression)`, `get_weather(city)` (a fixed table of {len(data.WEATHER)} cities) and
-  `convert_units(value, from_unit, to_unit)`, with varied wording, numbers, cities and units. Held out:
-  tool requests whose text hashes into the last 5% (training skips them; the tool-use figures below
-  are measured on them), and chats from a separate random stream.
-- {training['drills']['conversations']:,} drills (`data.drills`): the same tool exchanges without the tools prompt, echo
+  chat template, under the tools prompt of `workbench.demo_tools` (`calculator`, `get_weather` over a
+  table of {len(data.WEATHER)} cities, `convert_units` over 18 units): 1-4 requests each, most needing a tool
+  (the call, the tool's response, an answer that carries it), some not (capitals, greetings, code
+  questions: answered without a call); a quarter think first; plus questions and answers alone.
+- {training['drills']['conversations']:,} drills (`data.drills`): the same exchanges without the tools prompt, echo
   requests ("Repeat after me: Lima 12.5") and questions.
+- **Phrasing** (`phrasing.py`): each request is a frame ("Can you work out {{m}}?", "{{c}} weather",
+  "I have {{v}} {{f}}. How many {{t}} is that?"; 27-28 per tool) around a task phrase: arithmetic in
+  symbols and in words ("900 divided by 36", "divide 900 by 36", "2 to the power of 10", "12 squared",
+  "15% of 240", "the sum of 3 and 4", numbers up to twenty in words, "1,234"), cities of one to four
+  words, unit names spelled out, abbreviated, singular or plural. Then roughened: a typo in a frame
+  word (15%), lower case (20%), no final punctuation, a greeting or a thank-you around it.
 
 ## Training (`scripts/train_tiny/train.py`, seed {training['seed']})
 transformers' `Qwen3_5MoeForConditionalGeneration`, router auxiliary loss on (coefficient
-{training['arch']['router_aux_loss_coef']}), AdamW (lr {training['lr']:g}, warm-up 50 steps, cosine), {training['steps']} steps =
-{training['tokens_seen']:,} tokens in {training['minutes']} minutes on {training['threads']} CPU threads. Loss: {training['loss']}.
-Two kinds of rows: **drills** ({training['drills']['batch']} rows of {training['drills']['seq']} tokens a step: tool exchanges without the
-tools prompt, requests to echo cities, numbers and expressions, a few questions), alone for the first
-{training['drills']['minutes']:g} minutes and then every {training['drills']['then_every']}rd step; and the **main** rows ({training['batch']} of {training['seq']}
-tokens: every conversation whole, tools prompt included, code filling the rest; {training['train_tokens']:,}
-tokens in all). Copying from the prompt, which every call argument needs, appeared during the
-drills (between steps 525 and 1017); with the whole tools prompt in every example it had not
-appeared after 800 steps. The BPE is learned with the table's city names taken out, so a city is
-copied piece by piece (" Nairobi" in a request and "Nairobi" on the call's own line would otherwise
-be two unrelated tokens).
+{training['arch']['router_aux_loss_coef']}), AdamW, warm-up 50 steps, cosine. {stages}
+Stage 2: lr {training['lr']:g}, {training['steps']} steps = {training['tokens_seen']:,} tokens in {training['minutes']} minutes on
+{training['threads']} CPU threads. Loss: {training['loss']}. Every {training['drills']['then_every']}nd step is a drill
+({training['drills']['batch']} rows of {training['drills']['seq']} tokens: exchanges without the tools prompt), the others are **main**
+rows ({training['batch']} of {training['seq']} tokens: every conversation whole, tools prompt included, code filling
+the rest). The BPE (stage 1) was learned with the first table's city names taken out, so a city is
+copied piece by piece, like any name the model never saw.
 
 | step | tokens | minutes | loss | router aux loss |
 |---|---|---|---|---|
 {rows}
 
-## Measured on the held-out split (`scripts/train_tiny/evaluate.py`)
-Next-token loss on held-out text: all of the code; the assistant turns of the chats (what training
-teaches: the tools prompt, requests and tool responses are context, never predicted). The unigram
-baseline is the training text's token frequencies, on the same tokens.
+## Measured (`scripts/train_tiny/evaluate.py`)
+Next-token loss on held-out text: all of the code (the held-out stdlib files); the assistant turns
+of 300 held-out conversations in the held-out phrasing (what training teaches: the tools prompt,
+requests and tool responses are context, never predicted). "Before" is the stage-1 checkpoint on the
+same tokens; the unigram baseline is the training text's token frequencies.
 
-| | tokens | loss (nats) | perplexity | unigram perplexity |
-|---|---|---|---|---|
-| code | {r['code']['tokens']:,} | {r['code']['loss']:.3f} | {r['code']['perplexity']:.2f} | {r['code']['unigram_perplexity']:.1f} |
-| chat | {r['chat']['tokens']:,} | {r['chat']['loss']:.3f} | {r['chat']['perplexity']:.2f} | {r['chat']['unigram_perplexity']:.1f} |
+| | tokens | loss (nats) | perplexity | before | unigram perplexity |
+|---|---|---|---|---|---|
+{ppl_rows}
 
-Tool use on {tu['requests']} held-out requests: **{100 * tu['correct_call']:.0f}%** first replies are a well-formed call
-to the right function with the right arguments; after the tool's response, **{100 * tu['answer_contains_result']:.0f}%**
-of final answers contain the tool's result. Examples:
+**Tool use.** Each request goes through `model.chat(..., tools=demo_tools.TOOLS)` (thinking off
+unless said, greedy). A request is right when the model's first reply is exactly one well-formed
+call to the right function with the right arguments as the tool reads them (an expression of the
+wanted value, so "2**10" for "2 ** 10"; the city, case and spacing aside; the value and the unit
+codes, so "kilometres" counts as "km"), and, for a request that needs no tool, no call at all.
+- **Held-out phrasing split**: {r['tool_use']['phrasing']['requests']} requests from `phrasing.py`'s held-out
+  frames, openers and closers (none of them appears in training) and its held-out fifth of the cities;
+  the task words ("plus", "kilometres") are shared, since a model can only map words it has seen.
+- **Hand-written set**: `scripts/train_tiny/handwritten.json`, {hand['requests']} requests written by hand in
+  everyday phrasing, never used for training (a test checks that none of them appears in the data).
+
+| set | requests | right | before | by kind | answers carry the result |
+|---|---|---|---|---|---|
+{_tool_rows(r)}
+
+Examples from the hand-written set:
 {ex}
+
+Misses on the hand-written set:
+{misses}
 
 Routing: Jensen-Shannon divergence (bits) between the expert-load distributions of code and chat tokens,
 per MoE layer, against the same figure for two random halves of the code:
@@ -233,9 +308,13 @@ per MoE layer, against the same figure for two random halves of the code:
 {routing_rows}
 
 ## Retrain
+Stage 1 is the checkpoint first released (commit 272ed49, trained by that commit's scripts on the
+earlier, template-phrased data); stage 2 starts from it:
 ```bash
-python scripts/train_tiny/train.py --minutes 60 --out workbench/checkpoints/tiny
-python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny
+mkdir -p /tmp/stage1 && git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1
+python scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny --out workbench/checkpoints/tiny \\
+    --minutes {training['minutes']:.0f} --drill-minutes {training['drills']['minutes']:g} --drill-every {training['drills']['then_every']} --lr {training['lr']:g}
+python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny
 ```
 """
 

@@ -141,6 +141,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=LR, help="peak learning rate")
     ap.add_argument("--drill-minutes", type=float, default=DRILL_MINUTES,
                     help="first train this long on tool drills: the exchanges without the tools prompt")
+    ap.add_argument("--drill-every", type=int, default=DRILL_EVERY,
+                    help="after the drill phase, every this many steps is a drill")
     ap.add_argument("--init", default=None, help="continue from this checkpoint (same tokenizer and shapes)")
     args = ap.parse_args()
     from tokenizers import Tokenizer
@@ -152,13 +154,21 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.init and Path(args.init).resolve() == out.resolve():
+        raise SystemExit("--init and --out must be different folders (the output folder is emptied first)")
+    init_training = json.loads((Path(args.init) / "training.json").read_text()) if args.init else None
     for f in out.iterdir():
-        if args.init is None or Path(args.init).resolve() != out.resolve():
-            f.unlink()
+        f.unlink()
 
     code_train, _ = data.stdlib_files()
     chats = data.conversations(N_CONVERSATIONS, SEED)
-    n_ids = build_tokenizer(out, code_train + [data.without_cities(c) for c in chats[:3000]], bpe_vocab=BPE_VOCAB)
+    if args.init:  # the weights' own tokenizer: a new BPE would give the embeddings other meanings
+        for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+            shutil.copy(Path(args.init) / f, out / f)
+        n_ids = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    else:
+        n_ids = build_tokenizer(out, code_train + [data.without_cities(c) for c in chats[:3000]],
+                                bpe_vocab=BPE_VOCAB)
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     tokens = {t["content"]: t["id"] for t in json.loads((out / "tokenizer.json").read_text())["added_tokens"]}
     eot = tokens["<|endoftext|>"]
@@ -204,8 +214,9 @@ def main() -> None:
         return {"seed": SEED, "steps": step, "batch": BATCH, "seq": SEQ, "tokens_seen": seen,
                 "train_tokens": int(rows.size), "minutes": round((time.time() - start) / 60, 1),
                 "threads": torch.get_num_threads(), "arch": ARCH, "bpe_vocab": BPE_VOCAB,
-                "conversations": N_CONVERSATIONS, "init": args.init, "lr": args.lr,
-                "drills": {"conversations": N_DRILLS, "minutes": args.drill_minutes, "then_every": DRILL_EVERY,
+                "conversations": N_CONVERSATIONS, "lr": args.lr,
+                "init": init_training and {k: init_training[k] for k in ("steps", "tokens_seen", "minutes", "lr", "seed")},
+                "drills": {"conversations": N_DRILLS, "minutes": args.drill_minutes, "then_every": args.drill_every,
                            "batch": DRILL_BATCH, "seq": DRILL_SEQ},
                 "loss": f"assistant turns (tool calls x{CALL_WEIGHT}) and code; every conversation whole in one row",
                 "tied_embeddings": True, "curve": curve}
@@ -219,7 +230,7 @@ def main() -> None:
         lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
         for g in opt.param_groups:
             g["lr"] = lr
-        phase = "drill" if elapsed < args.drill_minutes * 60 or step % DRILL_EVERY == 0 else "main"
+        phase = "drill" if elapsed < args.drill_minutes * 60 or step % args.drill_every == 0 else "main"
         seqs, weights, batch = phases[phase]
         idx = orders[phase][cursors[phase]:cursors[phase] + batch]
         cursors[phase] += batch

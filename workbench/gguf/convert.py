@@ -150,6 +150,9 @@ def bundled_copy(name: str, kind: str) -> Path:
         return out
     full = bundled_gguf(name, "F32")
     full.parent.mkdir(parents=True, exist_ok=True)
+    for old in full.parent.glob(f"{name}-*.gguf"):  # copies of weights the checkpoint no longer has
+        if not old.name.startswith(full.name[:-len("F32.gguf")]):
+            old.unlink(missing_ok=True)
     if not full.exists():
         convert(CHECKPOINTS / name, full, "f32")
     return out if kind == "F32" else quantize(full, out, kind)

@@ -1,0 +1,307 @@
+"""Requests in many phrasings, for the tool-use training data and its honest evaluation.
+
+Every request is built from a *frame* (the words around the task: "Can you work out {m}?"), a task
+phrase ("900 divided by 36", "divide 900 by 36", "the weather in {city}", "{v} {from} in {to}") and
+values, then roughened the way people type (lower case, no final punctuation, a typo in a frame
+word, a greeting or a thank-you around it).
+
+Two splits that share no frame and no filler words: `split="train"` for training and
+`split="heldout"` for evaluation only. The held-out frames, openers and closers, and a fifth of the
+cities (by a hash of the name), never appear in training; the task words ("plus", "divided by",
+"kilometres") are shared, since the model can only map words it has seen to a call. So the held-out
+split measures phrasing the model never saw, not merely values it never saw. A third set,
+`handwritten.json`, was written by hand and is never used for training.
+
+    req = request(random.Random(0), split="train")  # -> Request(text, name, arguments)
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from workbench.demo_tools import MORE_CITIES, UNIT_NAMES, WEATHER  # noqa: E402
+
+SPLITS = ("train", "heldout")
+
+
+@dataclass
+class Request:
+    """One user request and the call it asks for (`name` None: no tool, a plain answer)."""
+    text: str
+    name: str | None
+    arguments: dict = field(default_factory=dict)
+    answer: str | None = None  # the plain answer of a request that needs no tool
+
+
+def _heldout_city(city: str) -> bool:
+    return int(hashlib.sha1(city.encode()).hexdigest(), 16) % 5 == 0
+
+
+CITIES = {"train": [c for c in WEATHER if not _heldout_city(c)],
+          "heldout": [c for c in WEATHER if _heldout_city(c)]}
+assert set(MORE_CITIES) <= set(WEATHER)
+
+# ---- frames: the words around a task, disjoint between the splits ------------------------------
+OPENERS = {"train": ["Hi! ", "Hello, ", "Hey, ", "Quick question: ", "Hi there. ", "Excuse me, ", "OK so ",
+                     "Good morning! ", "hey ", "Question: "],
+           "heldout": ["Hiya, ", "Yo, ", "Good evening. ", "Sorry to bother you, ", "Greetings! ", "Um, "]}
+CLOSERS = {"train": [" Thanks!", " Thank you.", " Please.", " thx", " Cheers.", " Thanks in advance.",
+                     " Use the tool.", " ty"],
+           "heldout": [" Much appreciated.", " Many thanks!", " Ta.", " That would help a lot."]}
+
+CALC_FRAMES = {  # {m}: a noun phrase of arithmetic ("900 divided by 36", "45 * 12")
+    "train": ["What is {m}?", "what's {m}", "What's {m}?", "Compute {m}.", "Calculate {m}", "calculate {m} please",
+              "Can you work out {m}?", "how much is {m}", "How much is {m}?", "{m} = ?", "{m}?", "{m}",
+              "Solve {m}.", "Tell me {m}.", "Find {m}.", "I need {m}.", "Quick math: {m}", "What do you get for {m}?",
+              "Could you calculate {m} for me?", "Please figure out {m}.", "Work out {m}.", "what does {m} come to",
+              "Evaluate {m}", "Can you tell me what {m} is?", "whats {m}", "How much does {m} make?",
+              "What is the result of {m}?", "Use the calculator for {m}."],
+    "heldout": ["What does {m} equal?", "Help me with {m}.", "Do the math: {m}", "What's the answer to {m}?",
+                "Mind computing {m}?", "I'd like to know {m}.", "Give me {m}.", "{m}, what is it?",
+                "Can you crunch {m}?", "So what's {m} then?", "Need the total of {m}"]}
+CALC_COMMAND_FRAMES = {  # {c}: an imperative ("divide 900 by 36")
+    "train": ["{c}", "{c} please", "Please {c}.", "Can you {c}?", "{c} for me.", "Could you {c}?", "{c}.",
+              "I want you to {c}.", "can u {c}"],
+    "heldout": ["Would you {c}?", "Kindly {c}.", "Go ahead and {c}.", "Let's {c}."]}
+WEATHER_FRAMES = {
+    "train": ["What's the weather in {c}?", "weather {c}", "{c} weather", "How's the weather in {c} today?",
+              "What is the weather like in {c}?", "Is it raining in {c}?", "What's the temperature in {c}?",
+              "How hot is it in {c}?", "How cold is it in {c} right now?", "Tell me the weather for {c}.",
+              "Check the weather in {c}.", "Do I need an umbrella in {c}?", "Is it sunny in {c}?",
+              "forecast for {c}", "What's it like outside in {c}?", "I'm flying to {c} tomorrow. What's the weather there?",
+              "Is it warm in {c}?", "Can you get me the weather in {c}?", "weather in {c} please",
+              "What's the weather forecast for {c}?", "Do I need a coat in {c}?", "How's {c} looking weather-wise?",
+              "Temperature in {c}?", "whats the weather in {c}", "Is it snowing in {c}?",
+              "Tell me about the weather in {c}.", "What's the weather doing in {c} right now?"],
+    "heldout": ["Any idea what the weather's like in {c}?", "Weather report for {c}, please.",
+                "Should I pack a jacket for {c}?", "Current conditions in {c}?", "How warm is {c} at the moment?",
+                "Look up the weather in {c}.", "Is {c} cold today?", "Planning a walk in {c}. Will it be nice out?",
+                "What are the skies like over {c}?", "Give me the {c} weather."]}
+CONVERT_FRAMES = {  # {v} {f} {t}: value, from-unit name, to-unit name
+    "train": ["Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?", "{v} {f} to {t}",
+              "{v} {f} in {t}?", "How much is {v} {f} in {t}?", "how many {t} are in {v} {f}",
+              "Change {v} {f} into {t}.", "{v} {f} equals how many {t}?", "I have {v} {f}. How many {t} is that?",
+              "What's {v} {f} in {t}?", "convert {v} {f} into {t} please", "{v} {f} = ? {t}",
+              "Please convert {v} {f} to {t}.", "What's {v} {f} expressed in {t}?", "{v} {f} in {t} please",
+              "Can you convert {v} {f} to {t}?", "how many {t} in {v} {f}?", "It's {v} {f}. What is that in {t}?"],
+    "heldout": ["Turn {v} {f} into {t}.", "{v} {f} is how many {t}?", "Express {v} {f} in {t}.",
+                "What do {v} {f} come to in {t}?", "If something is {v} {f}, how many {t} is it?",
+                "Translate {v} {f} to {t} for me.", "I'd like {v} {f} in {t}."]}
+
+# ---- task phrases (shared: the words a model must map to the call) -----------------------------
+OPERATIONS = {  # op -> (noun phrases, imperatives); {a} {b} the operands, the expression is "{a} op {b}"
+    "+": (["{a} plus {b}", "{a} + {b}", "{a}+{b}", "the sum of {a} and {b}", "{a} and {b} added together",
+           "{a} added to {b}"], ["add {a} and {b}", "add {b} to {a}", "sum {a} and {b}"]),
+    "-": (["{a} minus {b}", "{a} - {b}", "{a}-{b}", "the difference between {a} and {b}", "{a} take away {b}",
+           "{a} less {b}"], ["subtract {b} from {a}", "take {b} away from {a}", "take {b} from {a}"]),
+    "*": (["{a} times {b}", "{a} * {b}", "{a}*{b}", "{a} x {b}", "{a} multiplied by {b}", "the product of {a} and {b}"],
+          ["multiply {a} by {b}", "multiply {a} and {b}", "times {a} by {b}"]),
+    "/": (["{a} divided by {b}", "{a} / {b}", "{a}/{b}", "{a} over {b}", "the quotient of {a} and {b}"],
+          ["divide {a} by {b}", "split {a} into {b} equal parts"]),
+    "**": (["{a} to the power of {b}", "{a} ** {b}", "{a}^{b}", "{a} raised to the power of {b}", "{a} to the power {b}",
+            "{a} raised to {b}"], ["raise {a} to the power of {b}", "raise {a} to the {b}"]),
+}
+NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
+
+
+def _number(rng: random.Random, small: bool = False) -> str:
+    if small:
+        return str(rng.randint(2, 12))
+    r = rng.random()
+    if r < 0.55:
+        return str(rng.randint(2, 999))
+    if r < 0.75:
+        return str(rng.randint(1000, 99999))
+    return str(round(rng.uniform(0.5, 500), rng.choice([1, 2])))
+
+
+def _math(rng: random.Random) -> tuple[str, str, bool]:
+    """(phrase, expression, is_imperative): one arithmetic task in words or symbols."""
+    r = rng.random()
+    if r < 0.12:  # a longer symbolic expression, as people type them
+        a, b, c = _number(rng), str(rng.randint(2, 99)), str(rng.randint(2, 9))
+        o1, o2 = rng.choice("+-*/"), rng.choice("+-*")
+        expr = rng.choice([f"{a} {o1} {b} {o2} {c}", f"({a} {o2} {b}) {o1} {c}"])
+        return (expr.replace(" ", "") if rng.random() < 0.3 else expr), expr, False
+    if r < 0.20:  # the special forms
+        a = _number(rng)
+        kind = rng.choice(["squared", "cubed", "sqrt", "percent", "half", "double"])
+        if kind == "squared":
+            return rng.choice([f"{a} squared", f"the square of {a}"]), f"{a} ** 2", False
+        if kind == "cubed":
+            return rng.choice([f"{a} cubed", f"the cube of {a}"]), f"{a} ** 3", False
+        if kind == "sqrt":
+            return rng.choice([f"the square root of {a}", f"square root of {a}", f"sqrt {a}"]), f"{a} ** 0.5", False
+        if kind == "percent":
+            p = str(rng.choice([5, 10, 12, 15, 18, 20, 25, 30, 40, 50, 75, rng.randint(1, 99)]))
+            return rng.choice([f"{p}% of {a}", f"{p} percent of {a}"]), f"{p} / 100 * {a}", False
+        if kind == "half":
+            return rng.choice([f"half of {a}", f"half {a}"]), f"{a} / 2", False
+        return rng.choice([f"double {a}", f"twice {a}"]), f"{a} * 2", False
+    op = rng.choice(list(OPERATIONS))
+    a = _number(rng, small=op == "**")
+    b = str(rng.randint(2, 10)) if op == "**" else _number(rng)
+    if rng.random() < 0.08 and op != "**":  # small numbers in words
+        i, j = rng.randint(2, 20), rng.randint(2, 20)
+        a, b, a_word, b_word = str(i), str(j), NUMBER_WORDS[i], NUMBER_WORDS[j]
+    else:
+        a_word, b_word = (f"{int(x):,}" if x.isdigit() and int(x) >= 1000 and rng.random() < 0.3 else x
+                          for x in (a, b))
+    nouns, commands = OPERATIONS[op]
+    imperative = rng.random() < 0.35
+    phrase = rng.choice(commands if imperative else nouns).format(a=a_word, b=b_word)
+    return phrase, f"{a} {op} {b}", imperative
+
+
+def _unit_name(rng: random.Random, code: str, value: float) -> str:
+    names = [n for n in UNIT_NAMES[code] if n != "in"]  # "45 in in ft" reads badly; "inches" it is
+    name = rng.choice(names)
+    singular = [n for n in names if n + "s" in names or n + "es" in names]
+    if value == 1 and name.endswith("s") and len(name) > 3 and name[:-1] in names:
+        name = name[:-1]  # "1 mile", not "1 miles"
+    elif value != 1 and name in singular and rng.random() < 0.85:
+        name = next(n for n in names if n in (name + "s", name + "es"))  # mostly "15 gallons"
+    if len(name) > 2 and rng.random() < 0.3:
+        name = name.title() if not name.startswith("°") else name.upper()
+    elif name in ("°c", "°f", "c", "f", "k"):
+        name = name.upper()
+    return name
+
+
+PAIRS = [(a, b) for table in (["m", "km", "cm", "mm", "mi", "ft", "in", "yd"], ["kg", "g", "lb", "oz"],
+                             ["l", "ml", "gal"], ["c", "f", "k"]) for a in table for b in table if a != b]
+COMMON_PAIRS = [("km", "mi"), ("mi", "km"), ("kg", "lb"), ("lb", "kg"), ("m", "ft"), ("ft", "m"), ("c", "f"),
+                ("f", "c"), ("l", "gal"), ("gal", "l"), ("in", "cm"), ("cm", "in"), ("oz", "g"), ("g", "oz")]
+
+
+def _typo(rng: random.Random, word: str) -> str:
+    if len(word) < 4 or not word.isalpha():
+        return word
+    i = rng.randrange(1, len(word) - 1)
+    kind = rng.random()
+    if kind < 0.4:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2:]  # swap
+    if kind < 0.7:
+        return word[:i] + word[i + 1:]  # drop
+    return word[:i] + word[i] + word[i:]  # double
+
+
+def _roughen(rng: random.Random, frame: str, split: str) -> str:
+    """The frame as people type it: sometimes a typo in one of its own words, lower case, no final
+    punctuation, an opener or a closer. Only the frame's words: the task's values are filled in after."""
+    words = frame.split(" ")
+    if rng.random() < 0.15:
+        candidates = [i for i, w in enumerate(words) if "{" not in w and len(w) >= 4 and w.isalpha()]
+        if candidates:
+            i = rng.choice(candidates)
+            words[i] = _typo(rng, words[i])
+    frame = " ".join(words)
+    if rng.random() < 0.2:
+        frame = frame.lower()
+    if rng.random() < 0.15 and frame[-1:] in ".?!":
+        frame = frame[:-1]
+    if rng.random() < 0.25:
+        opener = rng.choice(OPENERS[split])
+        frame = opener + (frame[0].lower() + frame[1:] if opener.endswith(", ") and frame[:1] != "{" else frame)
+    if rng.random() < 0.2:
+        frame += rng.choice(CLOSERS[split])
+    return frame
+
+
+def calculator_request(rng: random.Random, split: str) -> Request:
+    phrase, expr, imperative = _math(rng)
+    if imperative:
+        frame = _roughen(rng, rng.choice(CALC_COMMAND_FRAMES[split]), split)
+        text = frame.format(c=phrase)
+        if text[:1].islower() and frame.startswith("{c}"):
+            text = text[0].upper() + text[1:] if rng.random() < 0.5 else text
+    else:
+        text = _roughen(rng, rng.choice(CALC_FRAMES[split]), split).format(m=phrase)
+    return Request(text, "calculator", {"expression": expr})
+
+
+def weather_request(rng: random.Random, split: str) -> Request:
+    city = rng.choice(CITIES[split])
+    written = city.lower() if rng.random() < 0.1 else city
+    text = _roughen(rng, rng.choice(WEATHER_FRAMES[split]), split).format(c=written)
+    return Request(text, "get_weather", {"city": written})
+
+
+def convert_request(rng: random.Random, split: str) -> Request:
+    f, t = rng.choice(COMMON_PAIRS if rng.random() < 0.6 else PAIRS)
+    value = rng.choice([rng.randint(1, 500), rng.randint(1, 500), round(rng.uniform(0.5, 100), 1)])
+    if {f, t} <= {"c", "f", "k"} and rng.random() < 0.5:
+        value = rng.choice([-10, 0, 15, 20, 25, 30, 37, 40, 72, 98.6, 100, 212, 300])
+    text = _roughen(rng, rng.choice(CONVERT_FRAMES[split]), split).format(
+        v=value, f=_unit_name(rng, f, value), t=_unit_name(rng, t, 2))
+    return Request(text, "convert_units", {"value": value, "from_unit": f, "to_unit": t})
+
+
+# ---- requests that need no tool --------------------------------------------------------------
+CAPITALS = {"France": "Paris", "Japan": "Tokyo", "Italy": "Rome", "Spain": "Madrid", "Germany": "Berlin",
+            "Egypt": "Cairo", "Peru": "Lima", "Norway": "Oslo", "Austria": "Vienna", "Portugal": "Lisbon",
+            "Ireland": "Dublin", "Canada": "Ottawa", "Kenya": "Nairobi", "Chile": "Santiago",
+            "Greece": "Athens", "Sweden": "Stockholm", "Finland": "Helsinki", "Poland": "Warsaw",
+            "Hungary": "Budapest", "Belgium": "Brussels", "Denmark": "Copenhagen", "Thailand": "Bangkok",
+            "Vietnam": "Hanoi", "Argentina": "Buenos Aires", "Colombia": "Bogota", "Mexico": "Mexico City",
+            "Russia": "Moscow", "China": "Beijing", "India": "New Delhi", "Australia": "Canberra",
+            "Iceland": "Reykjavik", "Cuba": "Havana", "Turkey": "Ankara", "Brazil": "Brasília"}
+CAPITAL_FRAMES = {"train": ["What is the capital of {x}?", "capital of {x}?", "What's the capital city of {x}?",
+                            "Which city is the capital of {x}?", "Name the capital of {x}.", "{x} capital?",
+                            "Tell me the capital of {x}.", "whats the capital of {x}"],
+                  "heldout": ["Where is the seat of government of {x}?", "Do you know {x}'s capital?",
+                              "{x}: what's its capital city?"]}
+SMALL_TALK = {  # (requests, answers)
+    "greeting": ({"train": ["Hello!", "Hi", "hey", "Good morning!", "Hi there!", "hello there", "Hey, how are you?"],
+                  "heldout": ["Howdy!", "Good afternoon.", "Heya"]},
+                 ["Hello! How can I help you today?", "Hi! What can I do for you?"]),
+    "identity": ({"train": ["Who are you?", "What are you?", "what's your name?", "Are you a bot?", "Tell me about yourself."],
+                  "heldout": ["Introduce yourself.", "What kind of assistant are you?"]},
+                 ["I am a tiny Qwen3.5 model trained for the Qwen Workbench tutorials."]),
+    "abilities": ({"train": ["What can you do?", "What tools do you have?", "How can you help me?", "what are you good for?"],
+                   "heldout": ["What are your skills?", "What sort of things can you help with?"]},
+                  ["I can do arithmetic, look up the weather in a city and convert units, with my tools."]),
+    "thanks": ({"train": ["Thanks!", "Thank you.", "thx", "Great, thanks a lot!", "Perfect, thank you!"],
+                "heldout": ["Cheers, that helped.", "Appreciate it!"]},
+               ["You're welcome!", "Glad I could help!"]),
+    "code": ({"train": ["Write a Python function that adds two numbers.", "Show me a Python function to add two numbers.",
+                        "python function for adding 2 numbers?"],
+              "heldout": ["Could you code up an addition function in Python?"]},
+             ["def add(a, b):\n    return a + b"]),
+    "len": ({"train": ["What does len() do in Python?", "Explain len in Python.", "what is len() for?"],
+             "heldout": ["In Python, what's the len builtin?"]},
+            ["len() returns the number of items in a container, like a list or a string."]),
+}
+
+
+def plain_request(rng: random.Random, split: str) -> Request:
+    if rng.random() < 0.45:
+        country = rng.choice(list(CAPITALS))
+        text = _roughen(rng, rng.choice(CAPITAL_FRAMES[split]), split).format(x=country)
+        return Request(text, None, answer=f"The capital of {country} is {CAPITALS[country]}.")
+    if rng.random() < 0.2:
+        a, b = rng.randint(2, 99), rng.randint(2, 99)
+        frames = {"train": ["Is {a} larger than {b}?", "Is {a} bigger than {b}?", "Which is larger, {a} or {b}?"],
+                  "heldout": ["Is {a} greater than {b}?"]}[split]
+        bigger = max(a, b)
+        return Request(rng.choice(frames).format(a=a, b=b), None,
+                       answer=f"{bigger} is the larger one." if a != b else f"They are equal: {a}.")
+    requests, answers = SMALL_TALK[rng.choice(list(SMALL_TALK))]
+    return Request(rng.choice(requests[split]), None, answer=rng.choice(answers))
+
+
+KINDS = {"calculator": calculator_request, "get_weather": weather_request, "convert_units": convert_request}
+
+
+def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) -> Request:
+    """One request of `split`: a tool request (of the three tools alike) or, with 1 - tool_share, one
+    that needs no tool."""
+    assert split in SPLITS, split
+    if rng.random() >= tool_share:
+        return plain_request(rng, split)
+    return KINDS[rng.choice(list(KINDS))](rng, split)
