@@ -28,7 +28,8 @@ def test_held_out_requests_never_reach_training():
                   phrasing.WEATHER_FRAMES, phrasing.CONVERT_FRAMES, phrasing.CAPITAL_FRAMES,
                   *(requests for requests, _ in phrasing.SMALL_TALK.values())):
         assert not set(pools["train"]) & set(pools["heldout"])
-        assert not [f for f in pools["heldout"] if f.strip() in seen], pools["heldout"]
+        # (a made-up place name may spell a short filler: " Ta." is a town to copy, not a thank-you)
+        assert not [f for f in pools["heldout"] if len(f.strip()) > 4 and f.strip() in seen], pools["heldout"]
     assert not set(phrasing.CITIES["train"]) & set(phrasing.CITIES["heldout"])
     assert not [c for c in phrasing.CITIES["heldout"] if f"<parameter=city>\n{c}\n" in seen]
 
@@ -54,8 +55,12 @@ def test_phrasing_covers_words_and_symbols():
         assert word in joined, word
     cities = {r.arguments["city"] for r in texts if r.name == "get_weather"}
     assert any(" " in c for c in cities)
-    for r in texts:  # every request's call is one the tool answers
-        assert "error" not in data.run_tool(r.name, r.arguments), r
+    made_up = [r for r in texts if r.name == "get_weather" and r.arguments["city"] not in WEATHER
+               and r.arguments["city"].lower() not in {c.lower() for c in WEATHER}]
+    assert 0.2 < len(made_up) / len(cities) < 0.8  # names to copy, not to recall
+    for r in texts:  # every other call is one the tool answers
+        if r not in made_up:
+            assert "error" not in data.run_tool(r.name, r.arguments), r
 
 
 def test_drills_have_no_tools_prompt_and_conversations_do():

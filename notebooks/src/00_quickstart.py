@@ -16,7 +16,7 @@
 # %% [markdown]
 # # Qwen Workbench: quickstart
 #
-# Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for under an hour on a 2-core CPU on Python source, short chats and tool calls (its model card: `model.path / "README.md"`). It writes Python-looking code, answers a few kinds of question and calls three tools; it knows little else. The same calls run a real model (last cell).
+# Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for a little over two hours on a 2-core CPU on Python source, short chats and tool requests in many phrasings (its model card: `model.path / "README.md"`). It writes Python-looking code, answers a few kinds of question and calls three tools; it knows little else. The same calls run a real model (last cell).
 
 # %%
 import workbench
@@ -134,7 +134,7 @@ for text in ["what's 1234 plus 5678", "Divide 900 by 36 please.", "Is it cold in
              "How many miles is 42 kilometers?", "Remind me what the capital of France is."]:
     r = model.chat([{"role": "user", "content": text}], tools=TOOLS, max_new_tokens=64)
     call = f"{r.calls[0][0].name}({r.calls[0][0].arguments})" if r.calls else "no call"
-    print(f"{text:42} -> {call:60} -> {r.text}")
+    print(f"{text:42} -> {call:60} -> {r.text.strip()}")
 
 # %% tags=["nbval-ignore-output"]
 from workbench.widgets import ChatPanel

@@ -67,8 +67,11 @@ def run_tool(name: str, args: dict) -> str:
 def final_answer(rng: random.Random, name: str, args: dict, result: str) -> str:
     """The assistant's answer after the tool's response: it carries the result (or the error)."""
     if result.startswith('{"error"'):
-        return rng.choice(["Sorry, the tool could not do that: {e}", "The tool said: {e}"]).format(
-            e=json.loads(result)["error"])
+        error = json.loads(result)["error"]
+        if error.startswith("unknown city"):
+            return rng.choice(["Sorry, I have no weather for {c}.", "I don't know the weather in {c}."]).format(
+                c=args["city"])
+        return rng.choice(["Sorry, the tool could not do that: {e}", "The tool said: {e}"]).format(e=error)
     if name == "calculator":
         return rng.choice(["{e} = {r}.", "The answer is {r}.", "It comes to {r}.", "That's {r}.",
                            "{r}."]).format(e=args["expression"], r=result)
@@ -130,7 +133,7 @@ def echo_dialogue(rng: random.Random) -> str:
     for _ in range(rng.randint(1, 4)):
         kind = rng.random()
         if kind < 0.3:
-            parts.append(rng.choice(phrasing.CITIES["train"]))
+            parts.append(rng.choice(phrasing.CITIES["train"]) if rng.random() < 0.5 else phrasing.made_up_city(rng))
         elif kind < 0.6:
             parts.append(phrasing._math(rng)[1])
         elif kind < 0.8:

@@ -180,6 +180,16 @@ def main() -> None:
                 print(who, name, {k: v for k, v in tu.items() if k not in ("examples", "misses")})
 
 
+STAGES = [  # what each training stage was (recorded in training.json's "init" chain)
+    "the first release, commit 272ed49: template-phrased requests; copying from the prompt, which every "
+    "call argument needs, appeared only once short drills without the tools prompt were in the mix",
+    "commit 65ffbcf's data: the varied phrasing below, without made-up places",
+    "this commit's data: as stage 2, plus made-up place names in 40% of the weather requests and echo drills, "
+    "so that a name is copied from the request, not recalled; at the end of stage 2 the held-out phrasing "
+    "split had shown recall (Bucharest asked, Budapest called; 3 of 25 weather requests right)",
+]
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -217,14 +227,13 @@ def model_card(model, training: dict, r: dict) -> str:
         f"| {k} | {r[k]['tokens']:,} | {r[k]['loss']:.3f} | {r[k]['perplexity']:.2f} | "
         f"{before[k]['perplexity'] if before else float('nan'):.2f} | {r[k]['unigram_perplexity']:.1f} |"
         for k in ("code", "chat"))
-    init = training.get("init")
-    stages = (f"Two stages. **Stage 1** (the first release of this model): {init['steps']} steps, "
-              f"{init['tokens_seen']:,} tokens in {init['minutes']} minutes from random weights (lr {init['lr']:g}), on "
-              "template-phrased requests, where copying from the prompt (which every call argument needs) appeared "
-              "during the drills. **Stage 2** (this checkpoint): continued from stage 1 on the varied phrasing "
-              f"below, with the same tokenizer, for {training['minutes']} minutes; "
-              f"{init['minutes'] + training['minutes']:.0f} minutes of CPU in all." if init else
-              "One stage from random weights.")
+    chain, t = [], training
+    while t:
+        chain.insert(0, t)
+        t = t.get("init")
+    stages = " ".join(f"**Stage {i + 1}** ({STAGES[i]}): {t['steps']} steps, {t['tokens_seen']:,} tokens, "
+                      f"{t['minutes']} minutes, peak lr {t['lr']:g}." for i, t in enumerate(chain))
+    total = sum(t["minutes"] for t in chain)
     return f"""# tiny: a trained miniature Qwen3.5-MoE
 
 The default model of the Qwen Workbench (`workbench.load()`): the Qwen3.5-MoE architecture in
@@ -257,9 +266,9 @@ vision tower and MTP layer, float32.
 
 ## Training (`scripts/train_tiny/train.py`, seed {training['seed']})
 transformers' `Qwen3_5MoeForConditionalGeneration`, router auxiliary loss on (coefficient
-{training['arch']['router_aux_loss_coef']}), AdamW, warm-up 50 steps, cosine. {stages}
-Stage 2: lr {training['lr']:g}, {training['steps']} steps = {training['tokens_seen']:,} tokens in {training['minutes']} minutes on
-{training['threads']} CPU threads. Loss: {training['loss']}. Every {training['drills']['then_every']}nd step is a drill
+{training['arch']['router_aux_loss_coef']}), AdamW, warm-up 50 steps, cosine, on {training['threads']} CPU threads; each stage starts from the last one's
+weights with the same tokenizer. {stages} {total:.0f} minutes of CPU in all. Loss: {training['loss']}. The
+curve below is the last stage's. Every {training['drills']['then_every']}nd step is a drill
 ({training['drills']['batch']} rows of {training['drills']['seq']} tokens: exchanges without the tools prompt), the others are **main**
 rows ({training['batch']} of {training['seq']} tokens: every conversation whole, tools prompt included, code filling
 the rest). The BPE (stage 1) was learned with the first table's city names taken out, so a city is
@@ -272,7 +281,7 @@ copied piece by piece, like any name the model never saw.
 ## Measured (`scripts/train_tiny/evaluate.py`)
 Next-token loss on held-out text: all of the code (the held-out stdlib files); the assistant turns
 of 300 held-out conversations in the held-out phrasing (what training teaches: the tools prompt,
-requests and tool responses are context, never predicted). "Before" is the stage-1 checkpoint on the
+requests and tool responses are context, never predicted). "Before" is the stage-1 checkpoint (the first release) on the
 same tokens; the unigram baseline is the training text's token frequencies.
 
 | | tokens | loss (nats) | perplexity | before | unigram perplexity |
@@ -300,6 +309,11 @@ Examples from the hand-written set:
 Misses on the hand-written set:
 {misses}
 
+Where it falls short: a name the model has not seen often is copied piece by piece, and the first
+piece is where it goes wrong (" Reykjavik" in a request and "Reykjavik" on the call's own line are
+different tokens, so the first piece is a lookup to learn token by token, not a copy): weather on the
+phrasing split, whose cities training never saw, is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
+
 Routing: Jensen-Shannon divergence (bits) between the expert-load distributions of code and chat tokens,
 per MoE layer, against the same figure for two random halves of the code:
 
@@ -308,11 +322,15 @@ per MoE layer, against the same figure for two random halves of the code:
 {routing_rows}
 
 ## Retrain
-Stage 1 is the checkpoint first released (commit 272ed49, trained by that commit's scripts on the
-earlier, template-phrased data); stage 2 starts from it:
+Stage 1 is the checkpoint first released (commit 272ed49); stages 2 and 3 start from the one
+before, each with its commit's data:
 ```bash
-mkdir -p /tmp/stage1 && git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1
-python scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny --out workbench/checkpoints/tiny \\
+git worktree add /tmp/at-65ffbcf 65ffbcf && mkdir -p /tmp/stage1
+git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1
+python /tmp/at-65ffbcf/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\
+    --out /tmp/stage2 --minutes 60 --snapshot-minutes 20 --drill-minutes 0 --drill-every 2 --lr 0.002
+# stage 2 is that run's 40-minute snapshot: stop it once /tmp/stage2-snapshot holds the second one
+python scripts/train_tiny/train.py --init /tmp/stage2-snapshot --out workbench/checkpoints/tiny \\
     --minutes {training['minutes']:.0f} --drill-minutes {training['drills']['minutes']:g} --drill-every {training['drills']['then_every']} --lr {training['lr']:g}
 python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny
 ```

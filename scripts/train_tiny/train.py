@@ -215,7 +215,8 @@ def main() -> None:
                 "train_tokens": int(rows.size), "minutes": round((time.time() - start) / 60, 1),
                 "threads": torch.get_num_threads(), "arch": ARCH, "bpe_vocab": BPE_VOCAB,
                 "conversations": N_CONVERSATIONS, "lr": args.lr,
-                "init": init_training and {k: init_training[k] for k in ("steps", "tokens_seen", "minutes", "lr", "seed")},
+                "init": init_training and {k: init_training.get(k)  # the earlier stages, newest first
+                                           for k in ("steps", "tokens_seen", "minutes", "lr", "seed", "init")},
                 "drills": {"conversations": N_DRILLS, "minutes": args.drill_minutes, "then_every": args.drill_every,
                            "batch": DRILL_BATCH, "seq": DRILL_SEQ},
                 "loss": f"assistant turns (tool calls x{CALL_WEIGHT}) and code; every conversation whole in one row",
