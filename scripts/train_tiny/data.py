@@ -31,7 +31,6 @@ from workbench.tools import as_tool  # noqa: E402
 TEMPLATE = ROOT / "workbench" / "templates" / "qwen3_5_chat.jinja"
 
 
-
 def tool_schemas() -> list[dict]:
     """The schemas the tools system prompt shows: the workbench's own, from the functions."""
     return [as_tool(f).schema for f in TOOLS]
