@@ -29,6 +29,7 @@ import workbench  # noqa: E402
 from workbench import Trace  # noqa: E402
 from workbench.analysis.routing import expert_load, jensen_shannon  # noqa: E402
 from workbench.demo_tools import TOOLS, unit_code  # noqa: E402
+from workbench.spec import ModelSpec  # noqa: E402
 from workbench.tools import ToolBox, parse_tool_calls  # noqa: E402
 
 
@@ -171,8 +172,7 @@ def main() -> None:
     elif (folder / "evaluation.json").exists():  # measured when this checkpoint was made: kept
         result["before"] = json.loads((folder / "evaluation.json").read_text()).get("before")
     (folder / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
-    model = workbench.load(folder, backend="torch", device="cpu", dtype="float32")
-    (folder / "README.md").write_text(model_card(model, training, result))
+    (folder / "README.md").write_text(model_card(ModelSpec.from_file(folder / "config.json"), training, result))
     for who, r in (("after", result), ("before", result.get("before"))):
         if r:
             print(who, {k: round(r[k]["perplexity"], 3) for k in ("code", "chat")})
@@ -208,8 +208,7 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
-def model_card(model, training: dict, r: dict) -> str:
-    s = model.spec
+def model_card(s: "ModelSpec", training: dict, r: dict) -> str:
     curve = training["curve"]
     points = [curve[i] for i in np.linspace(0, len(curve) - 1, min(12, len(curve))).astype(int)]
     rows = "\n".join(f"| {p['step']} | {p['tokens']:,} | {p['minutes']} | {p['loss']:.3f} | {p['aux_loss']:.3f} |"
