@@ -68,10 +68,13 @@ def test_only_model_files_are_requested():
 
 def test_bundled_gguf_copies_follow_the_weights(tmp_path):
     """A retrained bundled checkpoint never opens the GGUF copy of its old weights: the copy's name
-    carries a fingerprint of the weight files."""
-    from workbench.hub import bundled_gguf, weights_fingerprint
+    carries a fingerprint of the weight and tokenizer files."""
+    from workbench.hub import bundled_gguf, checkpoint_fingerprint
     (tmp_path / "model.safetensors").write_bytes(b"old weights")
-    old = weights_fingerprint(tmp_path)
+    old = checkpoint_fingerprint(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"new weights, retrained")
-    assert weights_fingerprint(tmp_path) != old
-    assert weights_fingerprint(CHECKPOINTS / "tiny") in bundled_gguf("tiny", "Q8_0").name
+    assert checkpoint_fingerprint(tmp_path) != old
+    newer = checkpoint_fingerprint(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{}")  # a new vocabulary with the same weights: another copy too
+    assert checkpoint_fingerprint(tmp_path) != newer
+    assert checkpoint_fingerprint(CHECKPOINTS / "tiny") in bundled_gguf("tiny", "Q8_0").name

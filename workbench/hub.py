@@ -96,15 +96,16 @@ BUNDLED_GGUF = {"tiny": ("F32", "Q8_0", "Q4_0")}
 
 def bundled_gguf(name: str, kind: str) -> Path:
     """Where the bundled checkpoint `name`'s GGUF copy `kind` lives in the cache. The name carries a
-    fingerprint of the weights, so a retrained checkpoint never opens a copy of the old one."""
+    fingerprint of the weights and tokenizer, so a retrained checkpoint never opens a copy of the old one."""
     from .gguf.convert import cache_dir
-    return cache_dir() / "gguf" / f"{name}-{weights_fingerprint(CHECKPOINTS / name)}-{kind}.gguf"
+    return cache_dir() / "gguf" / f"{name}-{checkpoint_fingerprint(CHECKPOINTS / name)}-{kind}.gguf"
 
 
-def weights_fingerprint(folder: Path) -> str:
-    """The first 10 hex digits of the SHA-256 of a checkpoint's weight files (hashed once per
-    process and file version)."""
-    files = sorted(Path(folder).glob("*.safetensors"))
+def checkpoint_fingerprint(folder: Path) -> str:
+    """The first 10 hex digits of the SHA-256 of what a GGUF copy is made from: the weight files and
+    the tokenizer and chat template it embeds (hashed once per process and file version)."""
+    files = sorted(Path(folder).glob("*.safetensors")) + [
+        f for f in (Path(folder) / n for n in ("tokenizer.json", "chat_template.jinja")) if f.exists()]
     return _fingerprint(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
 
 
