@@ -208,7 +208,7 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
-def model_card(s: "ModelSpec", training: dict, r: dict) -> str:
+def model_card(s: ModelSpec, training: dict, r: dict) -> str:
     curve = training["curve"]
     points = [curve[i] for i in np.linspace(0, len(curve) - 1, min(12, len(curve))).astype(int)]
     rows = "\n".join(f"| {p['step']} | {p['tokens']:,} | {p['minutes']} | {p['loss']:.3f} | {p['aux_loss']:.3f} |"
