@@ -48,13 +48,36 @@ class Stats:
     decode_path: str = ""          # what ran the decode steps (e.g. the reference path while tracing)
     inter_token_s: Any = None      # [chunk - 1] seconds between streamed chunks (a server's stream); None in-process
     reused_prompt_tokens: int = 0  # prompt tokens continued from the prompt cache, not prefilled again
+    # Speculative decoding (0 draft tokens when off): each verify step proposes up to k drafts.
+    verify_steps: int = 0
+    draft_tokens: int = 0          # drafts proposed
+    accepted_tokens: int = 0       # drafts accepted
+    proposed_by_position: Any = None   # [k] int: drafts proposed at draft position 1..k
+    accepted_by_position: Any = None   # [k] int: of those, accepted
+
+    @property
+    def acceptance_by_position(self) -> np.ndarray:
+        """[k] the share of drafts accepted at each draft position (nan where none was proposed)."""
+        if self.proposed_by_position is None:
+            return np.zeros(0)
+        proposed = np.asarray(self.proposed_by_position, dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.asarray(self.accepted_by_position, dtype=float) / proposed
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens each verify forward yields: the accepted drafts plus the one it samples (1.0 =
+        no gain); nan without speculation."""
+        return (self.accepted_tokens + self.verify_steps) / self.verify_steps if self.verify_steps else float("nan")
 
     def __str__(self) -> str:
         mem = "n/a" if self.peak_memory_bytes is None else f"{self.peak_memory_bytes / 2**20:,.1f} MiB"
         reused = f" ({self.reused_prompt_tokens} from the prompt cache)" if self.reused_prompt_tokens else ""
+        spec = (f" | drafts {self.accepted_tokens}/{self.draft_tokens} accepted, "
+                f"{self.mean_accepted_length:.2f} tok/verify" if self.verify_steps else "")
         return (f"prompt {self.prompt_tokens} tok{reused}, new {self.new_tokens} tok | TTFT "
                 f"{self.time_to_first_token_s * 1e3:,.1f} ms | prefill {self.prefill_tokens_per_s:,.1f} tok/s"
-                f" | decode {self.decode_tokens_per_s:,.1f} tok/s | peak {mem}")
+                f" | decode {self.decode_tokens_per_s:,.1f} tok/s{spec} | peak {mem}")
 
 
 @dataclass
@@ -91,18 +114,23 @@ class DecodeLoop:
 
     Stops on an EOS id, a stop string (the text is cut before it), `max_new_tokens`, or
     `interrupt()` (finish_reason "interrupted"; the model stays usable).
+
+    `speculative=k` (1..4): each step the backend's MTP layer drafts k tokens and one forward of the
+    model verifies them all (`Backend.speculation`); the tokens come out one by one as before, with
+    the same stop checks, and greedy output is the plain loop's.
     """
 
     def __init__(self, backend: "Backend", tokenizer: "Tokenizer", prompt_ids: np.ndarray,
                  max_new_tokens: int, sampling: SamplingParams, stop: Sequence[str] = (),
                  eos_ids: Sequence[int] = (), probe: Any = None, store: "PromptCache | None" = None,
-                 turn_marker: int | None = None):
+                 turn_marker: int | None = None, speculative: int = 0):
         self.backend, self.tokenizer = backend, tokenizer
         self.probe = probe  # hooked into the model for this loop's own forward calls only
         # The prompt cache to continue from and fill (never with a probe: see prompt_cache.py), and the
         # token that opens a message (<|im_start|>), where turn-start entries are taken.
         self.store = store if probe is None and store is not None and store.enabled else None
         self.turn_marker = turn_marker
+        self.speculative = speculative
         self._reused = 0
         self.prompt_ids = prompt_ids
         self.max_new_tokens = max_new_tokens
@@ -116,6 +144,10 @@ class DecodeLoop:
         self._interrupted = False
         self._hit_stop_string = False
         self._started = False
+        self._held = ""  # decoded text that may be the start of a stop string
+        self._fed: list[int] = []  # generated tokens the cache has read (what the prompt cache keeps)
+        k = max(speculative, 0)
+        self._spec = {"steps": 0, "proposed": np.zeros(k, dtype=np.int64), "accepted": np.zeros(k, dtype=np.int64)}
 
     def interrupt(self) -> None:
         """End the run: before it starts, no token is made; during it, after the current token."""
@@ -151,8 +183,9 @@ class DecodeLoop:
         start = time.perf_counter()
         cache = self._continued(capacity)
         if cache is None:
-            # A probe reads the model as the reference path runs it, so tracing takes that path.
-            cache = backend.new_cache(capacity=capacity, fast=self.probe is None)
+            # A probe reads the model as the reference path runs it, so tracing takes that path;
+            # so does speculation, whose rollback is written for that cache.
+            cache = backend.new_cache(capacity=capacity, fast=self.probe is None and not self.speculative)
             if self.store is not None and not backend.can_snapshot(cache):
                 self.store = None  # a cache this backend cannot keep
         self._decode_path = backend.decode_path(cache)
@@ -161,50 +194,110 @@ class DecodeLoop:
             self._finish(start, start, start)
             return
         sampler = backend.make_sampler(self.sampling)
+        if self.speculative:
+            self._decode_path += f" + MTP speculation (k={self.speculative})"
+            with backend.lock:
+                speculation = backend.speculation(cache)
+            try:
+                yield from self._speculate(speculation, sampler, decoder)
+            finally:
+                with backend.lock:
+                    speculation.close()
+        else:
+            yield from self._plain(cache, sampler, decoder)
+        if not self._hit_stop_string:
+            # What was held back as a possible stop string, and any split character, is output.
+            tail = self._held + decoder.flush()
+            if tail:
+                self.text += tail
+                yield StepEvent(self.token_ids[-1], tail)
+        backend.synchronize()
+        self._finish(start, *self._times)
+        if self.store is not None:  # the loop's own cache: prompt and reply, as forwarded
+            held = np.concatenate([self.prompt_ids, np.asarray(self._fed, dtype=np.int64)])
+            with backend.lock:
+                kept = backend.snapshot(cache, last_use=True)
+                self.store.put(held, kept, backend.snapshot_bytes(kept), "generation end")
+
+    def _plain(self, cache: Any, sampler, decoder) -> Iterator[StepEvent]:
+        """One forward per token, the next queued before the last is read."""
         token = self._forward(self._split_at_turn_start(cache), cache, sampler)
-        fed = 0  # generated tokens fed back into the cache
         first_id = self._read(token)  # read before queuing step 2, so TTFT is prefill alone
         first_at = last_at = time.perf_counter()
-        held = ""  # decoded text that may be the start of a stop string
         for n in range(1, self.max_new_tokens + 1):
             # Queue step n+1 before reading token n: the device works while the host decodes.
             upcoming = None
             if n < self.max_new_tokens and not self._interrupted:
                 upcoming = self._forward(token, cache, sampler)
-                fed += 1
             if n == 1:
                 token_id = first_id
             else:
                 token_id = self._read(token)
                 last_at = time.perf_counter()
-            self.token_ids.append(token_id)
-            if token_id in self.eos_ids:
-                self.finish_reason = "stop"
-                break
-            emit, held, hit = self._split_at_stop(held + decoder.push(token_id))
+            if upcoming is not None:
+                self._fed.append(token_id)
+            emit, done = self._take(token_id, decoder)
             if emit:
-                self.text += emit
                 yield StepEvent(token_id, emit)
-            if hit:
-                self.finish_reason = "stop"
-                break
-            if self._interrupted:
-                self.finish_reason = "interrupted"
+            if done:
                 break
             token = upcoming
-        if not self._hit_stop_string:
-            # What was held back as a possible stop string, and any split character, is output.
-            tail = held + decoder.flush()
-            if tail:
-                self.text += tail
-                yield StepEvent(self.token_ids[-1], tail)
-        backend.synchronize()
-        self._finish(start, first_at, last_at)
-        if self.store is not None:  # the loop's own cache: prompt and reply, as forwarded
-            held = np.concatenate([self.prompt_ids, np.asarray(self.token_ids[:fed], dtype=np.int64)])
-            with backend.lock:
-                kept = backend.snapshot(cache, last_use=True)
-                self.store.put(held, kept, backend.snapshot_bytes(kept), "generation end")
+        self._times = (first_at, last_at)
+
+    def _speculate(self, speculation, sampler, decoder) -> Iterator[StepEvent]:
+        """Draft k, verify k + 1 in one forward, keep the accepted ones and one more, repeat."""
+        backend = self.backend
+        with backend.lock:
+            token = sampler(speculation.prefill(self._split_at_turn_start(speculation.cache)))
+        ready = [backend.to_int(token)]
+        first_at = last_at = time.perf_counter()
+        while True:
+            for token_id in ready:
+                emit, done = self._take(token_id, decoder)
+                if emit:
+                    yield StepEvent(token_id, emit)
+                if done:
+                    self._times = (first_at, last_at)
+                    return
+            room = self.max_new_tokens - len(self.token_ids)
+            if room <= 0:
+                break
+            last = ready[-1]
+            k = min(self.speculative, room - 1)  # never draft past max_new_tokens
+            with backend.lock:  # k = 0 (one token left): a verify of the last token alone, a plain step
+                drafts = speculation.draft(last, k)
+                ready = sampler.verify(speculation.verify(last, drafts), drafts)
+                speculation.accept(len(ready) - 1)
+            self._fed.append(last)
+            self._fed.extend(ready[:-1])
+            self._count(k, len(ready) - 1)
+            last_at = time.perf_counter()
+        self._times = (first_at, last_at)
+
+    def _count(self, k: int, accepted: int) -> None:
+        """Bookkeeping of one verify step: k drafts proposed, the first `accepted` of them taken."""
+        if not k:
+            return
+        self._spec["steps"] += 1
+        self._spec["proposed"][:k] += 1
+        self._spec["accepted"][:accepted] += 1
+
+    def _take(self, token_id: int, decoder) -> tuple[str, bool]:
+        """Record one generated token -> (the text it makes ready to emit, whether the run ends)."""
+        self.token_ids.append(token_id)
+        if token_id in self.eos_ids:
+            self.finish_reason = "stop"
+            return "", True
+        emit, self._held, hit = self._split_at_stop(self._held + decoder.push(token_id))
+        if emit:
+            self.text += emit
+        if hit:
+            self.finish_reason = "stop"
+            return emit, True
+        if self._interrupted:
+            self.finish_reason = "interrupted"
+            return emit, True
+        return emit, False
 
     def _continued(self, capacity: int) -> Any:
         """A new cache restored from the prompt cache's longest entry that begins this prompt, or None."""
@@ -261,3 +354,10 @@ class DecodeLoop:
             prefill_tokens_per_s=prefilled / ttft if ttft > 0 else float("nan"),  # nan > 0 is False
             decode_tokens_per_s=(n_new - 1) / decode_s if n_new > 1 and decode_s > 0 else float("nan"),
             total_s=last_at - start, peak_memory_bytes=self.backend.peak_memory(), decode_path=self._decode_path)
+        if self.speculative:
+            spec = self._spec
+            self.stats.verify_steps = spec["steps"]
+            self.stats.draft_tokens = int(spec["proposed"].sum())
+            self.stats.accepted_tokens = int(spec["accepted"].sum())
+            self.stats.proposed_by_position = spec["proposed"].copy()
+            self.stats.accepted_by_position = spec["accepted"].copy()

@@ -154,7 +154,7 @@ class Model:
                  thinking: bool = True, tools: list[dict] | None = None,
                  ignore_eos: bool = False, trace: Trace | None = None,
                  intervene: Intervention | None = None, raw_control_tokens: bool = False,
-                 prompt_cache: bool = False) -> Generation:
+                 prompt_cache: bool = False, speculative: int | None = None) -> Generation:
         """Generate from a string, a list of chat messages, or token ids.
 
         Chat messages go through the checkpoint's chat template with thinking on or off; the
@@ -167,12 +167,16 @@ class Model:
         control tokens, as transformers does. `prompt_cache=True` continues from the cache of an
         earlier generation whose tokens begin this prompt and keeps this one's (`model.prompt_cache`;
         on by default in `chat`): the output is the same, the prefill shorter.
+        `speculative=k` (1..4) drafts k tokens per step with the checkpoint's multi-token-prediction
+        layer and verifies them in one forward (`model.has_mtp`; torch backend; off by default):
+        greedy output is the same token for token, sampled output has the same distribution;
+        `.stats` counts the drafts proposed and accepted.
         """
         stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
                              seed=seed, stop=stop, thinking=thinking, tools=tools, ignore_eos=ignore_eos,
                              trace=trace, intervene=intervene, raw_control_tokens=raw_control_tokens,
-                             prompt_cache=prompt_cache)
+                             prompt_cache=prompt_cache, speculative=speculative)
         for _ in stream:
             pass
         return stream.generation
@@ -183,7 +187,7 @@ class Model:
                thinking: bool = True, tools: list[dict] | None = None,
                ignore_eos: bool = False, trace: Trace | None = None,
                intervene: Intervention | None = None, raw_control_tokens: bool = False,
-               prompt_cache: bool = False) -> Stream:
+               prompt_cache: bool = False, speculative: int | None = None) -> Stream:
         """Like `generate`, but returns a `Stream` that yields text `Chunk`s as they are made
         (never a broken UTF-8 character); `stream.generation` holds the result afterwards."""
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
@@ -195,12 +199,13 @@ class Model:
         budget = min(max_new_tokens, room)
         # Checked before anything runs: a bad or oversized request costs nothing.
         plan = plan_probes(self.spec, trace, intervene, len(ids) + budget)
+        drafts = self._checked_speculative(speculative, plan.active)
         probe = self.engine.probe(plan) if plan.active else None
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
         loop = DecodeLoop(self.engine, self.tokenizer, ids, budget, sampling,
                           stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids,
                           probe=probe, store=self.prompt_cache if prompt_cache else None,
-                          turn_marker=self.tokenizer.token_to_id("<|im_start|>"))
+                          turn_marker=self.tokenizer.token_to_id("<|im_start|>"), speculative=drafts)
 
         def finish(done: DecodeLoop) -> Generation:
             thought, answer = split_thinking(done.text, opened)
@@ -234,6 +239,37 @@ class Model:
                         **sampling).run(on_event)
 
     # ---- helpers ------------------------------------------------------------------------
+    @property
+    def has_mtp(self) -> bool:
+        """Whether this model's multi-token-prediction layer is loaded, so `speculative=` can draft
+        with it (`spec.mtp_num_hidden_layers` says what config.json declares; the weights may still
+        be absent, as in many quantized re-uploads)."""
+        return self.engine.mtp is not None
+
+    def _checked_speculative(self, speculative, tracing: bool) -> int:
+        """`speculative=` as the number of drafts per step (0: off), or a WorkbenchError saying why not."""
+        if speculative is None or (speculative == 0 and not isinstance(speculative, bool)):
+            return 0
+        if isinstance(speculative, bool) or not isinstance(speculative, (int, np.integer)) or not 1 <= speculative <= 4:
+            raise WorkbenchError(f"speculative={speculative!r} is invalid: give the number of draft tokens per "
+                                 "step, 1 to 4 (None or 0: off).")
+        if not self.has_mtp:
+            if not self.spec.mtp_num_hidden_layers:
+                why = (f"{self.path.name} has no multi-token-prediction layer (config.json: "
+                       "mtp_num_hidden_layers is 0 or absent)")
+            elif not self.engine.speculates:
+                why = f"the {self.backend} backend cannot decode speculatively yet (load with backend='torch')"
+            else:
+                why = (f"{self.path.name} declares a multi-token-prediction layer but its weight files hold no "
+                       "mtp.* tensors (quantized re-uploads often strip them)")
+            raise WorkbenchError(f"speculative={speculative} needs a draft layer: {why}. Generate without "
+                                 "speculative=.")
+        if tracing:
+            raise WorkbenchError("speculative decoding does not run with trace= or intervene= yet: a probe would "
+                                 "see the rejected drafts too. Trace without speculative= (the tokens are the same "
+                                 "for greedy decoding).")
+        return int(speculative)
+
     def prompt_ids(self, prompt: Any, thinking: bool = True, tools: list[dict] | None = None,
                    raw_control_tokens: bool = False) -> tuple[np.ndarray, str | None]:
         """What `generate` feeds the model: a string, chat messages (through the chat template) or

@@ -17,7 +17,9 @@ from ..capture import Captured, ProbePlan
 from ..sampling import SamplingParams
 from ..spec import ModelSpec
 
-# A sampler maps the last position's logits (device array [vocab]) to a token (device scalar).
+# A sampler maps the last position's logits (device array [vocab]) to a token (device scalar). On a
+# backend that speculates it also has `verify(logits [k + 1, vocab], drafts [k]) -> list[int]`: the
+# accepted drafts and one token more (see TorchSampler.verify).
 Sampler = Callable[[Any], Any]
 
 
@@ -36,6 +38,32 @@ class Probe(ABC):
     def drain(self) -> list:
         """Device arrays to evaluate with the next queued step (lazy frameworks); default none."""
         return []
+
+
+class Speculation(ABC):
+    """One generation's speculative decoding on a backend: its cache, the draft layer's own cache and
+    the hidden states that layer has not read yet. The decode loop calls, under the model's lock:
+    `prefill` once, then per step `draft`, `verify` and `accept`, and `close` at the end. Device
+    values stay opaque, as in `Backend.forward`."""
+
+    @abstractmethod
+    def prefill(self, tokens: np.ndarray) -> Any:
+        """Read the prompt ids `[T]` -> the last position's logits `[vocab]`."""
+
+    @abstractmethod
+    def draft(self, token: int, k: int) -> Any:
+        """`k` draft ids `[k]` (device) to follow `token`, the last token produced (not yet read)."""
+
+    @abstractmethod
+    def verify(self, token: int, drafts: Any) -> Any:
+        """Read [token, drafts...] -> logits `[k + 1, vocab]`: row i says what follows position i."""
+
+    @abstractmethod
+    def accept(self, n: int) -> None:
+        """Keep `token` and the first `n` drafts; the cache ends exactly there, as if only they were read."""
+
+    def close(self) -> None:
+        """Leave the cache as plain decoding would (the prompt cache may keep it)."""
 
 
 class Backend(ABC):
@@ -65,12 +93,20 @@ class Backend(ABC):
     # What a probe can do on this backend (llama.cpp: no attention maps, no routing interventions).
     traces_attention: bool = True
     intervenes: bool = True
+    # The checkpoint's multi-token-prediction layer, loaded (None: the checkpoint has none, or this
+    # backend cannot run it yet).
+    mtp: Any = None
+    speculates: bool = False  # whether `speculation` is implemented (it still needs `mtp`)
 
     @abstractmethod
     def new_cache(self, capacity: int | None = None, fast: bool = True) -> Any:
         """An empty cache: KV for full-attention layers, conv + recurrent state for DeltaNet.
         `capacity`: the most tokens it will hold, when known (a static cache needs it); `fast`:
         whether the fast decode step may serve it (False while probing)."""
+
+    def speculation(self, cache: Any) -> Speculation:
+        """Speculative decoding over `cache` (made with `new_cache(fast=False)`) with the MTP layer."""
+        raise NotImplementedError(f"the {self.name} backend cannot decode speculatively yet")
 
     def can_snapshot(self, cache: Any) -> bool:
         """Whether `snapshot` can keep this cache (the prompt cache keeps only those)."""

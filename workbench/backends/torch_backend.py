@@ -92,6 +92,7 @@ def _describe(fn) -> str:
 
 class TorchBackend(Backend):
     name = "torch"
+    speculates = True
 
     def __init__(self, model, spec: ModelSpec, device: torch.device, dtype: torch.dtype, fused: dict):
         self.model, self.spec = model, spec
@@ -134,7 +135,11 @@ class TorchBackend(Backend):
                                  "that config.json and the weights come from the same release.") from None
         check_load_report(path, report["missing_keys"], report["unexpected_keys"],
                           [k[0] if isinstance(k, tuple) else k for k in report["mismatched_keys"]])
-        return cls.from_module(model, spec)
+        from .torch_mtp import load_mtp
+        mtp = load_mtp(model, path, spec.mtp_num_hidden_layers)  # before warm-up: a damaged one fails fast
+        backend = cls.from_module(model, spec)
+        backend.mtp = mtp
+        return backend
 
     @classmethod
     def from_module(cls, model, spec: ModelSpec) -> "TorchBackend":
@@ -199,6 +204,16 @@ class TorchBackend(Backend):
         from transformers import DynamicCache
         return DynamicCache(config=self.model.config)
 
+    def speculation(self, cache):
+        from transformers import DynamicCache
+
+        from .torch_speculation import TorchSpeculation
+        if self.mtp is None:
+            return super().speculation(cache)
+        if not isinstance(cache, DynamicCache):
+            raise ValueError("speculative decoding runs on the reference cache: new_cache(fast=False)")
+        return TorchSpeculation(self, cache, _MODELING[self.spec.architecture])
+
     def can_snapshot(self, cache) -> bool:
         return True
 
@@ -255,28 +270,7 @@ class TorchBackend(Backend):
         return TorchProbe(self, plan)
 
     def make_sampler(self, params: SamplingParams) -> Sampler:
-        vocab = self.model.config.get_text_config().vocab_size
-        device = self._device
-        seen = torch.zeros(vocab, dtype=torch.float32, device=device) if params.presence_penalty else None
-        generator = None
-        if not params.greedy:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
-
-        def sample(logits):
-            with torch.inference_mode():
-                logits = logits.float()
-                if seen is not None:
-                    logits = logits - params.presence_penalty * seen
-                if params.greedy:
-                    token = torch.argmax(logits)
-                else:
-                    token = _draw(logits, params, generator)
-                if seen is not None:
-                    seen[token] = 1.0
-                return token
-
-        return sample
+        return _TorchSampler(params, self.model.config.get_text_config().vocab_size, self._device)
 
     def hardware_name(self) -> str:
         if self._device.type == "cuda":
@@ -323,8 +317,72 @@ class _quiet_transformers:
         return False
 
 
-def _draw(logits: "torch.Tensor", p: SamplingParams, generator) -> "torch.Tensor":
-    """Temperature, top-k, top-p, min-p, then one draw. logits: [vocab] float32."""
+class _TorchSampler:
+    """The on-device sampler: its own seeded generator and presence mask. Called with logits
+    `[vocab]` it returns a token (device scalar); `verify` judges a speculative step's drafts."""
+
+    def __init__(self, params: SamplingParams, vocab: int, device):
+        self.params = params
+        self.seen = torch.zeros(vocab, dtype=torch.float32, device=device) if params.presence_penalty else None
+        self.generator = None
+        if not params.greedy:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(params.seed if params.seed is not None
+                                       else int.from_bytes(os.urandom(4), "little"))
+
+    def _adjusted(self, logits):
+        logits = logits.float()
+        return logits - self.params.presence_penalty * self.seen if self.seen is not None else logits
+
+    def _mark(self, token) -> None:
+        if self.seen is not None:
+            self.seen[token] = 1.0
+
+    def __call__(self, logits):
+        with torch.inference_mode():
+            logits = self._adjusted(logits)
+            if self.params.greedy:
+                token = torch.argmax(logits)
+            else:
+                token = torch.multinomial(_probs(logits, self.params), 1, generator=self.generator)[0]
+            self._mark(token)
+            return token
+
+    def verify(self, logits, drafts):
+        """logits `[k + 1, vocab]` of a verify forward, drafts `[k]` -> the tokens it yields `[n + 1]`:
+        the n drafts accepted, then one more (the correction at the first rejection, or the token
+        after the last draft). Greedy: a draft is accepted while it is the argmax. Sampling:
+        speculative sampling with a draft that is the draft head's argmax (a one-hot proposal q):
+        accept d with probability p(d), else draw from p with d removed, renormalised, which
+        leaves every token's distribution exactly p (Leviathan et al. 2023; vLLM's rejection
+        sampler with greedy drafts). p is the request's own distribution (temperature, top-k,
+        top-p, min-p, presence penalty over the tokens before it)."""
+        out = []
+        with torch.inference_mode():
+            proposed = drafts.tolist()
+            for i in range(len(proposed) + 1):
+                row = self._adjusted(logits[i])
+                d = proposed[i] if i < len(proposed) else None
+                if self.params.greedy:
+                    token = int(torch.argmax(row))
+                else:
+                    p = _probs(row, self.params)
+                    if d is not None and float(torch.rand((), generator=self.generator, device=p.device)) < float(p[d]):
+                        token = d
+                    else:
+                        if d is not None:
+                            p = p.clone()
+                            p[d] = 0.0
+                        token = int(torch.multinomial(p, 1, generator=self.generator)[0])
+                self._mark(token)
+                out.append(token)
+                if token != d:
+                    break
+        return out
+
+
+def _probs(logits: "torch.Tensor", p: SamplingParams) -> "torch.Tensor":
+    """Temperature, top-k, top-p, min-p -> the distribution to draw from. logits: [vocab] float32."""
     logits = logits / p.temperature
     if p.top_k:
         kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
@@ -338,4 +396,4 @@ def _draw(logits: "torch.Tensor", p: SamplingParams, generator) -> "torch.Tensor
     probs = torch.softmax(logits, dim=-1)
     if p.min_p:
         probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
-    return torch.multinomial(probs, 1, generator=generator)[0]
+    return probs

@@ -1,0 +1,225 @@
+"""Speculative decoding with the checkpoint's MTP layer (torch): the output is plain decoding's,
+token for token when greedy and in distribution when sampled, whatever the drafts are.
+
+The bundled checkpoints' MTP layers are untrained, so their drafts are nearly always rejected. The
+rollback after a partial acceptance is the hard part, so `OracleDrafts` proposes the plain greedy
+continuation itself, wrong at chosen places: every acceptance length 0..k then occurs, and the
+output must still be the plain one. Only the draft ids are replaced; the MTP layer still runs and
+the verify, acceptance and rollback are the real ones.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import workbench
+from workbench.errors import WorkbenchError
+
+PROMPTS = ["def route(tokens, experts):", "The capital of France is", "import numpy as np\n\nx ="]
+
+
+@pytest.fixture(scope="module")
+def rand():
+    return workbench.load("tiny-random", backend="torch", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return workbench.load("tiny", backend="torch", device="cpu")
+
+
+def oracle(model, plain_ids: list[int], prompt_len: int, wrong=lambda g, j: (5 * g + j) % 7 == 0):
+    """Make `model` draft the plain greedy continuation (a wrong token where `wrong(g, j)`: g the
+    generated index of the token drafted after, j its draft position)."""
+    from workbench.backends.torch_speculation import TorchSpeculation
+
+    class OracleDrafts(TorchSpeculation):
+        def draft(self, token, k):
+            real = super().draft(token, k)
+            g = self.start - prompt_len  # the index, among the generated tokens, of `token`
+            ids = [plain_ids[g + 1 + j] if g + 1 + j < len(plain_ids) else 0 for j in range(k)]
+            ids = [(t + 1) % model.spec.vocab_size if wrong(g, j) else t for j, t in enumerate(ids)]
+            self._drafts = real.new_tensor(ids)
+            return self._drafts
+
+    engine = model.engine
+    return lambda cache: OracleDrafts(engine, cache, "transformers.models.qwen3_5_moe.modeling_qwen3_5_moe")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_greedy_equals_plain_with_every_acceptance_length(rand, monkeypatch, k):
+    prompt = PROMPTS[k % len(PROMPTS)]
+    plain = rand.generate(prompt, max_new_tokens=130, ignore_eos=True)
+    monkeypatch.setattr(rand.engine, "speculation",
+                        oracle(rand, plain.token_ids.tolist(), len(plain.prompt_ids)))
+    spec = rand.generate(prompt, max_new_tokens=130, ignore_eos=True, speculative=k)
+    assert spec.token_ids.tolist() == plain.token_ids.tolist()
+    assert spec.text == plain.text
+    s = spec.stats
+    assert 0 < s.accepted_tokens < s.draft_tokens
+    accepted = s.accepted_by_position
+    assert len(accepted) == k and accepted[0] > 0 and (k == 1 or accepted[-1] > 0)
+    # The prefill yields one token, every verify its accepted drafts and one more (and a last
+    # step with no room for drafts one token): they add up to the output.
+    assert len(spec.token_ids) - (1 + s.accepted_tokens + s.verify_steps) in (0, 1)
+    assert 1.0 < s.mean_accepted_length <= k + 1
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_greedy_equals_plain_with_the_checkpoints_own_drafts(rand, k):
+    for prompt in PROMPTS:
+        plain = rand.generate(prompt, max_new_tokens=128, ignore_eos=True)
+        spec = rand.generate(prompt, max_new_tokens=128, ignore_eos=True, speculative=k)
+        assert spec.token_ids.tolist() == plain.token_ids.tolist()
+        assert spec.stats.draft_tokens > 0 and "MTP speculation" in spec.stats.decode_path
+
+
+def test_chat_with_thinking_and_a_tool_call_equals_plain(trained):
+    from workbench.demo_tools import calculator
+    messages = [{"role": "user", "content": "What is 17 * 23?"}]
+    for thinking in (False, True):
+        a = trained.chat(messages, tools=[calculator], thinking=thinking, max_new_tokens=160)
+        b = trained.chat(messages, tools=[calculator], thinking=thinking, max_new_tokens=160, speculative=2)
+        assert [m.get("content") for m in b.messages] == [m.get("content") for m in a.messages]
+        assert [(c.name, c.arguments, r) for c, r in b.calls] == [(c.name, c.arguments, r) for c, r in a.calls]
+    assert a.calls, "the trained model calls the calculator here; the comparison should cover a call"
+
+
+def test_stops_and_limits_behave_as_without_speculation(rand):
+    plain = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True)
+    stop = plain.text[20:24]
+    for kw in ({"max_new_tokens": 1}, {"max_new_tokens": 2}, {"max_new_tokens": 7}, {"stop": stop},
+               {"stop": [stop, "zz"]}):
+        kw = {"max_new_tokens": 60, **kw}
+        a = rand.generate(PROMPTS[0], ignore_eos=True, **kw)
+        b = rand.generate(PROMPTS[0], ignore_eos=True, speculative=4, **kw)
+        assert (b.text, b.finish_reason, b.token_ids.tolist()) == (a.text, a.finish_reason, a.token_ids.tolist()), kw
+    # EOS: the random model ends this prompt by itself (tests/browser/test_tutorials.py)
+    messages = [{"role": "user", "content": "Tell me a very long story about a cat."}]
+    a = rand.generate(messages, max_new_tokens=2000, thinking=False)
+    b = rand.generate(messages, max_new_tokens=2000, thinking=False, speculative=3)
+    assert a.finish_reason == "stop" and b.token_ids.tolist() == a.token_ids.tolist()
+
+
+def test_stop_mid_stream_and_abandoned_streams_leave_the_model_usable(rand):
+    before = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True).token_ids.tolist()
+    stream = rand.stream(PROMPTS[1], max_new_tokens=200, ignore_eos=True, speculative=3)
+    for n, _ in enumerate(stream):
+        if n == 5:
+            stream.stop()
+    assert stream.generation.finish_reason == "interrupted"
+    assert len(stream.generation.token_ids) <= 6 + 3  # ends within the verify step it was in
+    abandoned = iter(rand.stream(PROMPTS[2], max_new_tokens=200, ignore_eos=True, speculative=2))
+    next(abandoned)
+    after = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True, speculative=2).token_ids.tolist()
+    assert after == before
+
+
+def test_two_threads_speculating_on_one_model(rand):
+    want = {p: rand.generate(p, max_new_tokens=48, ignore_eos=True).token_ids.tolist() for p in PROMPTS}
+    got, errors = {}, []
+
+    def work(prompt, k):
+        try:
+            got[prompt] = rand.generate(prompt, max_new_tokens=48, ignore_eos=True, speculative=k).token_ids.tolist()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p, i + 1)) for i, p in enumerate(PROMPTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and got == want
+
+
+def test_prompt_cache_entry_left_by_speculation_continues_plainly(rand):
+    rand.prompt_cache.clear()
+    messages = [{"role": "user", "content": "Name three colours."}]
+    first = rand.generate(messages, max_new_tokens=24, ignore_eos=True, prompt_cache=True, speculative=2)
+    follow = messages + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And two more?"}]
+    cached = rand.generate(follow, max_new_tokens=24, ignore_eos=True, prompt_cache=True)
+    rand.prompt_cache.clear()
+    fresh = rand.generate(follow, max_new_tokens=24, ignore_eos=True)
+    assert cached.stats.reused_prompt_tokens > 0
+    assert cached.token_ids.tolist() == fresh.token_ids.tolist()
+
+
+@pytest.mark.parametrize("draft", ["likely", "unlikely", "filtered out"])
+def test_the_acceptance_rule_keeps_the_models_distribution(rand, draft):
+    """The token a verify row yields, over many seeds, is distributed as the request's own
+    distribution p (temperature 0.8, top-k 6), whether the draft is likely, unlikely or outside
+    top-k: accepted with probability p(d), otherwise drawn from p without d."""
+    import torch
+
+    from workbench.sampling import SamplingParams
+
+    logits = torch.tensor([3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0] + [-4.0] * 8)
+    scaled = logits[:6] / 0.8
+    p = torch.softmax(scaled, 0).numpy()
+    d = {"likely": 0, "unlikely": 4, "filtered out": 7}[draft]
+    n, first = 20_000, np.zeros(len(logits))
+    sampler = rand.engine.make_sampler(SamplingParams(temperature=0.8, top_k=6, seed=1))
+    for _ in range(n):
+        out = sampler.verify(torch.stack([logits, logits]), torch.tensor([d]))
+        first[out[0]] += 1
+        assert len(out) == (2 if out[0] == d else 1)
+    assert first[6:].sum() == 0
+    tv = 0.5 * np.abs(first[:6] / n - p).sum()
+    assert tv < 0.015, (draft, first[:6] / n, p)
+
+
+def test_seeded_speculative_sampling_is_reproducible(rand):
+    kw = dict(max_new_tokens=40, ignore_eos=True, temperature=0.9, top_p=0.95, seed=7, speculative=3)
+    assert rand.generate(PROMPTS[0], **kw).token_ids.tolist() == rand.generate(PROMPTS[0], **kw).token_ids.tolist()
+
+
+def test_bad_requests_say_what_to_do(rand, trained):
+    for bad in (5, -1, 1.5, True, "2"):
+        with pytest.raises(WorkbenchError, match="speculative="):
+            rand.generate("x", max_new_tokens=4, speculative=bad)
+    with pytest.raises(WorkbenchError, match="trace= or intervene="):
+        rand.generate("x", max_new_tokens=4, speculative=2, trace=workbench.Trace(routing=True))
+    assert rand.generate("x", max_new_tokens=4, speculative=0).stats.verify_steps == 0
+    dense = workbench.load("tiny-dense", backend="torch", device="cpu")
+    if not dense.has_mtp:
+        with pytest.raises(WorkbenchError, match="multi-token-prediction"):
+            dense.generate("x", max_new_tokens=4, speculative=2)
+    assert len(rand.generate("x", max_new_tokens=4).token_ids) == 4  # still usable
+
+
+def test_a_checkpoint_without_or_with_a_broken_mtp_layer(tmp_path):
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from workbench.hub import resolve
+
+    src = resolve("tiny-random")
+    for case in ("stripped", "holed"):
+        folder = tmp_path / case
+        shutil.copytree(src, folder)
+        weights = load_file(str(folder / "model.safetensors"))
+        drop = [k for k in weights if k.startswith("mtp.")] if case == "stripped" else ["mtp.fc.weight"]
+        save_file({k: v for k, v in weights.items() if k not in drop}, str(folder / "model.safetensors"))
+        if case == "stripped":
+            model = workbench.load(folder, backend="torch", device="cpu")
+            assert not model.has_mtp and json.loads((folder / "config.json").read_text())
+            with pytest.raises(WorkbenchError, match="no mtp.* tensors"):
+                model.generate("x", max_new_tokens=4, speculative=1)
+            assert len(model.generate("x", max_new_tokens=4).token_ids) == 4
+        else:
+            with pytest.raises(WorkbenchError, match="mtp.fc.weight"):
+                workbench.load(folder, backend="torch", device="cpu")
+
+
+def test_stats_count_what_the_drafts_did(rand):
+    g = rand.generate(PROMPTS[0], max_new_tokens=30, ignore_eos=True, speculative=3)
+    s = g.stats
+    assert s.draft_tokens == int(np.sum(s.proposed_by_position))
+    assert s.accepted_tokens == int(np.sum(s.accepted_by_position))
+    assert len(g.token_ids) - (1 + s.accepted_tokens + s.verify_steps) in (0, 1)
+    assert "drafts" in str(s)
