@@ -3,7 +3,9 @@
 Tests: `pp<N>` prefill of N tokens in one batch (tok/s = N / time); `tg<N>` N tokens decoded one at
 a time (tok/s = N / time); `pp<N>+tg<M>` both; each at context depth D (`@ d<D>`: D tokens already
 in the cache, filled untimed). Prompts are deterministic synthetic token ids; EOS is never checked
-(every run decodes its N tokens). One untimed warm-up run per test, then `repeats` timed runs,
+(every run decodes its N tokens). With `speculative=k` the decode steps draft k tokens with the MTP
+layer and verify them in one forward (each token's latency is its step's time shared among the
+tokens the step yields; `tokens/verify` is the mean). One untimed warm-up run per test, then `repeats` timed runs,
 reported as mean and sample standard deviation of the per-run tok/s. The device is synchronised
 before every clock read. Decode rows also give per-token latency (median, p99), the bytes of weights
 a token reads divided by its time (achieved weight bandwidth) and, when the device's bandwidth is
@@ -93,12 +95,14 @@ def _ints(value, name: str) -> list[int]:
 def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: int | Sequence[int] = 128,
           repeats: int = 5, depth: int | Sequence[int] = 0, combined: bool = False,
           bandwidth_gbs: float | None = None, device: Device | str | None = None,
-          progress: Callable[[int, int, str], None] | None = None, **serving) -> pd.DataFrame:
+          progress: Callable[[int, int, str], None] | None = None, speculative: int | None = None,
+          **serving) -> pd.DataFrame:
     """Measure `model` like llama-bench; one row per test (see the module docstring).
 
     bandwidth_gbs / device: the device's memory bandwidth for the ceiling share (default: looked
     up from the device's name in `planner.DEVICES`; None where unknown, e.g. most CPUs).
-    progress(done, total, test name) is called before each test.
+    progress(done, total, test name) is called before each test. speculative=k: decode with k
+    MTP drafts per step (`Model.generate`'s option; greedy, so the tokens are plain decoding's).
     A served model (`workbench.connect`) is measured like vLLM's serving benchmark instead: see
     `workbench.remote.serving_bench` (concurrency=, requests=, max_seconds=).
     """
@@ -119,6 +123,7 @@ def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: 
                                           and math.isfinite(bandwidth_gbs) and bandwidth_gbs > 0):
         raise WorkbenchError(f"bandwidth_gbs={bandwidth_gbs!r} is invalid: give the device's memory bandwidth "
                              "in GB/s, a number > 0 (e.g. 4800 for an H200).")
+    drafts = model._checked_speculative(speculative, tracing=False)
     tests = plan_tests(prompt_tokens, new_tokens, depth, combined)
     longest = max(t.depth + t.prompt + t.new for t in tests)
     if longest > model.context_length:
@@ -135,10 +140,10 @@ def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: 
         for i, test in enumerate(tests):
             if progress is not None:
                 progress(i, len(tests), test.name)
-            _run(engine, ids, test)  # warm-up, untimed
+            _run(engine, ids, test, drafts)  # warm-up, untimed
             engine.reset_peak_memory()
-            runs = [_run(engine, ids, test) for _ in range(repeats)]
-            rows.append(_row(model, hardware, test, runs, per_token, known))
+            runs = [_run(engine, ids, test, drafts) for _ in range(repeats)]
+            rows.append(_row(model, hardware, test, runs, per_token, known, drafts))
     if progress is not None:
         progress(len(tests), len(tests), "done")
     return pd.DataFrame(rows)
@@ -158,10 +163,13 @@ class _Timing:
     prefill_s: float         # 0 without prefill
     first_token_s: float     # prefill + first sample read back (TTFT); 0 without prefill
     decode_s: list[float]    # per decoded token
+    verify_steps: int = 0    # speculative steps (0: plain decoding)
 
 
-def _run(engine, ids: np.ndarray, test: BenchTest) -> _Timing:
+def _run(engine, ids: np.ndarray, test: BenchTest, drafts: int = 0) -> _Timing:
     """One run of `test` on a fresh cache; clocks read after a device synchronisation."""
+    if drafts:
+        return _run_speculative(engine, ids, test, drafts)
     cache = engine.new_cache(capacity=test.depth + test.prompt + test.new + 1)
     sampler = engine.make_sampler(SamplingParams())  # greedy, on the device
     cursor = 0
@@ -192,13 +200,44 @@ def _run(engine, ids: np.ndarray, test: BenchTest) -> _Timing:
     return _Timing(prefill, first, steps)
 
 
+def _run_speculative(engine, ids: np.ndarray, test: BenchTest, k: int) -> _Timing:
+    """`_run` with speculative decode steps; the depth and the prompt are read by the speculation's
+    own prefill (which keeps the hidden states the MTP layer drafts from)."""
+    from .generation import speculative_step
+
+    speculation = engine.speculation(engine.new_cache(fast=False))
+    sampler = engine.make_sampler(SamplingParams())
+    try:
+        if test.depth:
+            _settle(engine, speculation.prefill(ids[:test.depth]))
+        engine.synchronize()
+        cursor, prefill, first = test.depth, 0.0, 0.0
+        start = time.perf_counter()
+        chunk = ids[cursor:cursor + (test.prompt or 1)]  # llama-bench's tg starts from one token
+        last = engine.to_int(sampler(speculation.prefill(chunk)))
+        if test.prompt:
+            prefill = first = time.perf_counter() - start
+        steps, verifies = [], 0
+        while len(steps) < test.new:
+            start = time.perf_counter()
+            ready = speculative_step(speculation, sampler, last, min(k, test.new - len(steps) - 1))
+            took = time.perf_counter() - start
+            steps += [took / len(ready)] * len(ready)
+            verifies += 1
+            last = ready[-1]
+        return _Timing(prefill, first, steps, verifies)
+    finally:
+        speculation.close()
+
+
 def _settle(engine, value) -> None:
     """Compute `value` and wait for it: lazy frameworks (MLX) compute nothing until asked."""
     engine.queue(value)
     engine.synchronize()
 
 
-def _row(model, hardware, test: BenchTest, runs: list[_Timing], per_token: float, device: Device | None) -> dict:
+def _row(model, hardware, test: BenchTest, runs: list[_Timing], per_token: float, device: Device | None,
+         drafts: int = 0) -> dict:
     total = [r.prefill_s + sum(r.decode_s) for r in runs]
     rates = [(test.prompt + test.new) / t for t in total]
     row = {"model": model.path.name, "backend": model.backend, "device": hardware, "dtype": model.dtype,
@@ -207,7 +246,9 @@ def _row(model, hardware, test: BenchTest, runs: list[_Timing], per_token: float
            "repeats": len(runs), "ttft_ms": np.nan, "latency_ms_median": np.nan, "latency_ms_p99": np.nan,
            "weight_GB/s": np.nan, "ceiling_share": np.nan,
            "peak_memory_MiB": (model.engine.peak_memory() or np.nan) / 2**20,
-           "runs_s": total}
+           "runs_s": total, "speculative": drafts,
+           "tokens/verify": (statistics.fmean(test.new / r.verify_steps for r in runs)
+                             if drafts and test.new else np.nan)}
     if test.prompt:
         row["ttft_ms"] = 1e3 * statistics.fmean(r.first_token_s for r in runs)
     if test.new:
@@ -224,8 +265,9 @@ def _row(model, hardware, test: BenchTest, runs: list[_Timing], per_token: float
 def markdown(df: pd.DataFrame) -> str:
     """A table like llama-bench's: one line per test, t/s as mean ± std."""
     cols = ["model", "backend", "device", "dtype", "test", "t/s"]
-    extra = [c for c in ("ttft_ms", "latency_ms_median", "latency_ms_p99", "weight_GB/s", "ceiling_share",
-                         "peak_memory_MiB") if c in df and df[c].notna().any()]
+    extra = [c for c in ("speculative", "tokens/verify", "ttft_ms", "latency_ms_median", "latency_ms_p99",
+                         "weight_GB/s", "ceiling_share", "peak_memory_MiB")
+             if c in df and df[c].notna().any() and (df[c] != 0).any()]
     head = "| " + " | ".join(cols + extra) + " |\n|" + "---|" * (len(cols) + len(extra)) + "\n"
     lines = []
     for _, r in df.iterrows():

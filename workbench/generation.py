@@ -100,6 +100,16 @@ class Generation:
         return self.text
 
 
+def speculative_step(speculation, sampler, last: int, k: int) -> list[int]:
+    """One step of speculative decoding after `last` (the newest token, not yet read): k drafts,
+    one verify forward, the cache cut back to what was kept -> the accepted drafts and one token
+    more. k = 0 is a plain step (a verify of `last` alone)."""
+    drafts = speculation.draft(last, k)
+    ready = sampler.verify(speculation.verify(last, drafts), drafts)
+    speculation.accept(len(ready) - 1)
+    return ready
+
+
 @dataclass
 class StepEvent:
     """One new token as the loop produces it."""
@@ -264,10 +274,8 @@ class DecodeLoop:
                 break
             last = ready[-1]
             k = min(self.speculative, room - 1)  # never draft past max_new_tokens
-            with backend.lock:  # k = 0 (one token left): a verify of the last token alone, a plain step
-                drafts = speculation.draft(last, k)
-                ready = sampler.verify(speculation.verify(last, drafts), drafts)
-                speculation.accept(len(ready) - 1)
+            with backend.lock:
+                ready = speculative_step(speculation, sampler, last, k)
             self._fed.append(last)
             self._fed.extend(ready[:-1])
             self._count(k, len(ready) - 1)

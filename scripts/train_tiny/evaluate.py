@@ -163,9 +163,15 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--before", default=None,
                     help="also measure this earlier checkpoint on the same data, for the card's comparison")
+    ap.add_argument("--card-only", action="store_true",
+                    help="write the card from the evaluation.json and training.json already there")
     args = ap.parse_args()
     folder = Path(args.folder)
     training = json.loads((folder / "training.json").read_text())
+    if args.card_only:
+        result = json.loads((folder / "evaluation.json").read_text())
+        (folder / "README.md").write_text(model_card(ModelSpec.from_file(folder / "config.json"), training, result))
+        return
     result = measure(folder, training["seed"], args.requests)
     if args.before:
         result["before"] = measure(Path(args.before), training["seed"], args.requests, with_routing=False)
@@ -208,6 +214,33 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
+def _mtp_section(training: dict) -> str:
+    """The MTP layer's training and its acceptance on held-out text (train_mtp.py), or ''."""
+    m = training.get("mtp")
+    if not m:
+        return ""
+    rows = []
+    for when in ("before", "after"):
+        for kind, a in m["held_out_acceptance"][when].items():
+            shares = " / ".join(_pct(x) if x is not None else "-" for x in a["acceptance_by_position"])
+            rows.append(f"| {when} | {kind} ({a['prompts']} prompts) | {shares} | {a['tokens_per_verify']:.2f} |")
+    last = m["curve"][-1]
+    return f"""
+## MTP layer (`scripts/train_tiny/train_mtp.py`)
+The multi-token-prediction layer (`mtp.*`, what `speculative=k` drafts with) trained with the text
+model frozen: {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens (train.py's rows, another draw), {m['minutes']:g} minutes,
+peak lr {m['lr']:g}, final loss {last['loss']:.3f} (predicting the token after next). Acceptance: greedy
+speculative decoding with {m['held_out_acceptance']['after']['code']['drafts']} drafts per step, {m['held_out_acceptance']['after']['code']['new_tokens_each']} new tokens per prompt, on
+held-out requests (chat template, thinking off) and the openings of held-out standard-library files;
+the share of drafts accepted at draft position 1 / 2 / 3, and the tokens each verify forward yields.
+"Before" is the untrained layer.
+
+| | prompts | accepted at position 1 / 2 / 3 | tokens per verify |
+|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def model_card(s: ModelSpec, training: dict, r: dict) -> str:
     curve = training["curve"]
     points = [curve[i] for i in np.linspace(0, len(curve) - 1, min(12, len(curve))).astype(int)]
@@ -244,7 +277,7 @@ calls tools, routes with purpose and remembers with its DeltaNet state. Not a us
 training data + the Qwen3.5 special tokens), context {s.max_position_embeddings:,}. Layers: {', '.join(s.layer_types)}.
 Input and output embeddings tied (as in Qwen3.5-0.8B and 4B). Release layout:
 `Qwen3_5MoeForConditionalGeneration` config, `model.language_model.*` weights, a tiny (untrained)
-vision tower and MTP layer, float32.
+vision tower and {"an MTP layer (trained, below)" if training.get("mtp") else "an untrained MTP layer"}, float32.
 
 ## Data (built by `scripts/train_tiny/data.py` and `phrasing.py` from seed {training['seed']}, nothing downloaded)
 - Python source of the standard library of the interpreter that built it ({len(data.stdlib_files()[0])} files,
@@ -319,7 +352,7 @@ per MoE layer, against the same figure for two random halves of the code:
 | layer | code vs chat | code half vs half |
 |---|---|---|
 {routing_rows}
-
+{_mtp_section(training)}
 ## Retrain
 Stage 1 is the checkpoint first released (commit 272ed49); stages 2 and 3 start from the one
 before, each with its commit's data:
@@ -332,6 +365,8 @@ python /tmp/at-65ffbcf/scripts/train_tiny/train.py --init /tmp/stage1/workbench/
 python scripts/train_tiny/train.py --init /tmp/stage2-snapshot --out workbench/checkpoints/tiny \\
     --minutes {training['minutes']:.0f} --drill-minutes {training['drills']['minutes']:g} --drill-every {training['drills']['then_every']} --lr {training['lr']:g}
 python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny
+python scripts/train_tiny/train_mtp.py --model workbench/checkpoints/tiny --minutes {training.get('mtp', {}).get('minutes', 15):g}
+python scripts/train_tiny/evaluate.py --card-only workbench/checkpoints/tiny  # the card with the MTP section
 ```
 """
 

@@ -7,10 +7,9 @@ and nothing in them can be subtracted back out. So the verify forward keeps what
 leaves behind, and the rollback picks the one where the accepted tokens end (SGLang and vLLM keep
 per-draft-position Mamba states for the same reason):
 
-- recurrent state: during the verify forward the gated delta rule runs token by token (transformers'
-  own recurrent function, one call per position, the same arithmetic as a plain decode step) and
-  every intermediate state `[T][1, Hv, Dk, Dv]` is kept; accepting n drafts copies state n back
-  into the cache;
+- recurrent state: during the verify forward the gated delta rule runs token by token (the
+  workbench's reference step, `reference.delta_rule_step`, on the device) and every intermediate
+  state `[T][1, Hv, Dk, Dv]` is kept; accepting n drafts copies state n back into the cache;
 - conv window: the cache records its past (transformers' `activate_past_recording`), so the window
   grows by T during the verify and `crop(-(T - n - 1))` cuts it back to the K inputs that end at the
   last accepted token; the same crop drops the rejected keys and values of attention layers.
@@ -28,7 +27,9 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
+from ..reference import delta_rule_step
 from .base import Speculation
+from .torch_probes import _l2norm
 
 
 class TorchSpeculation(Speculation):
@@ -118,21 +119,30 @@ class TorchSpeculation(Speculation):
 @contextmanager
 def _stepwise_delta_rule(module, record: list):
     """While the block runs, the text model's multi-token gated delta rule goes token by token
-    and appends each layer's states after every position (`[T]` of `[1, Hv, Dk, Dv]`) to `record`,
-    layer by layer in order. Swapped on the modeling module, under the model's lock."""
+    (`reference.delta_rule_step`, on the device) and appends each layer's states after every
+    position (`[T]` of `[1, Hv, Dk, Dv]`) to `record`, layer by layer in order. Swapped on the
+    modeling module, under the model's lock."""
     chunked = module.torch_chunk_gated_delta_rule
-    recurrent = module.torch_recurrent_gated_delta_rule
 
-    def stepwise(query, key, value, g, beta, initial_state=None, output_final_state=False, **kwargs):
-        kwargs.pop("cu_seqlens", None)
-        outs, states, state = [], [], initial_state
-        for t in range(query.shape[1]):
-            o, state = recurrent(query[:, t:t + 1], key[:, t:t + 1], value[:, t:t + 1], g=g[:, t:t + 1],
-                                 beta=beta[:, t:t + 1], initial_state=state, output_final_state=True, **kwargs)
-            outs.append(o)
-            states.append(state)
+    def stepwise(query, key, value, g, beta, initial_state=None, output_final_state=False,
+                 use_qk_l2norm_in_kernel=False, **kwargs):
+        # query, key [1, T, Hk, Dk]; value [1, T, Hv, Dv]; g, beta [1, T, Hv]; state [1, Hv, Dk, Dv]
+        r = value.shape[2] // key.shape[2]
+        q, k = query[0].float(), key[0].float()
+        if use_qk_l2norm_in_kernel:
+            q, k = _l2norm(q), _l2norm(k)
+        q = q.repeat_interleave(r, dim=1) / q.shape[-1] ** 0.5
+        k = k.repeat_interleave(r, dim=1)
+        v, decay, b = value[0].float(), g[0].float().exp(), beta[0].float()
+        state = (initial_state[0].float() if initial_state is not None
+                 else v.new_zeros(v.shape[1], k.shape[-1], v.shape[-1]))
+        outs, states = [], []
+        for t in range(q.shape[0]):
+            state = delta_rule_step(state, k[t], v[t], decay[t], b[t], torch.einsum)
+            states.append(state[None])
+            outs.append(torch.einsum("hkv,hk->hv", state, q[t]))
         record.append(states)
-        return torch.cat(outs, dim=1), state
+        return torch.stack(outs)[None].to(query.dtype), states[-1]
 
     module.torch_chunk_gated_delta_rule = stepwise
     try:

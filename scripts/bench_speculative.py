@@ -1,0 +1,101 @@
+"""Speculative decoding with the MTP layer against plain decoding and the engines' own generation,
+side by side in one run.
+
+On the same checkpoint and prompts, greedy, every run decoding N tokens past EOS, alternating:
+  transformers        `model.generate` of the loaded torch module (one token per forward)
+  mlx_lm              `mlx_lm.stream_generate` on the same checkpoint loaded by the MLX backend
+  workbench           model.generate(ids, max_new_tokens=N) on torch
+  workbench spec k    ... speculative=k, k = 1, 2, 3
+Decode tok/s = (N - 1) / (time(N new tokens) - time(1 new token)), so prefill and set-up cancel out;
+medians over repeats and prompts. The speculative rows also give the tokens each verify forward
+yields and the share of drafts accepted at each position (from the runs' own Stats). The output of
+every speculative run is checked against plain greedy decoding, token for token.
+Target (issue 21): speculative >= 1.5x the workbench's plain decode and >= 1.5x both engines.
+
+The prompts are written here, not drawn from the training data: a chat request through the chat
+template, and the opening of a Python function.
+
+    python scripts/bench_speculative.py [--model tiny] [--new 96] [--repeats 3] [--drafts 1,2,3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import workbench
+
+PROMPTS = {
+    "chat": [{"role": "user", "content": "Could you tell me how warm it is in Porto right now?"}],
+    "code": "def moving_average(values, window):\n    \"\"\"Mean of each run of `window` values.\"\"\"\n",
+}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def decode_rate(run, n) -> float:
+    return (n - 1) / (_timed(lambda: run(n)) - _timed(lambda: run(1)))
+
+
+def main() -> None:
+    from bench_decode_loop import raw_mlx, raw_torch
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--new", type=int, default=96)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--drafts", default="1,2,3")
+    ap.add_argument("--no-mlx", action="store_true")
+    args = ap.parse_args()
+    drafts = [int(k) for k in args.drafts.split(",")]
+    model = workbench.load(args.model, backend="torch", device="cpu")
+    mlx = None if args.no_mlx else workbench.load(args.model, backend="mlx")
+    if not model.has_mtp:
+        raise SystemExit(f"{args.model} has no MTP layer to draft with")
+    rates: dict[str, list[float]] = {}
+    spec_stats: dict[int, list] = {k: [] for k in drafts}
+    for name, prompt in PROMPTS.items():
+        ids = model.prompt_ids(prompt, thinking=False)[0]
+        plain = model.generate(ids, max_new_tokens=args.new, ignore_eos=True).token_ids.tolist()
+        runs = {"transformers": raw_torch(model, ids),
+                "workbench": lambda n, ids=ids: model.generate(ids, max_new_tokens=n, ignore_eos=True)}
+        if mlx is not None:
+            runs["mlx_lm"] = raw_mlx(mlx, ids)
+        for k in drafts:
+            runs[f"spec k={k}"] = (lambda n, ids=ids, k=k:
+                                   model.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k))
+            g = model.generate(ids, max_new_tokens=args.new, ignore_eos=True, speculative=k)
+            assert g.token_ids.tolist() == plain, f"speculative k={k} changed the greedy output on {name!r}"
+            spec_stats[k].append(g.stats)
+        for run in runs.values():
+            run(args.new)  # warm-up
+        for _ in range(args.repeats):  # alternate, so drift on a shared machine hits all alike
+            for label, run in runs.items():
+                rates.setdefault(label, []).append(decode_rate(run, args.new))
+    med = {label: statistics.median(r) for label, r in rates.items()}
+    print(f"model {args.model}, {args.new} new tokens, greedy, prompts: {', '.join(PROMPTS)}; decode tok/s "
+          f"(median of {args.repeats} x {len(PROMPTS)})\n")
+    print("| run | tok/s | / workbench | / transformers | / mlx_lm | tokens per verify | accepted at position 1..k |")
+    print("|---|---|---|---|---|---|---|")
+    for label, rate in med.items():
+        cells = [f"{rate:,.1f}", f"{rate / med['workbench']:.2f}x", f"{rate / med['transformers']:.2f}x",
+                 f"{rate / med['mlx_lm']:.2f}x" if "mlx_lm" in med else "n/a", "", ""]
+        if label.startswith("spec"):
+            k = int(label.split("=")[1])
+            stats = spec_stats[k]
+            steps = sum(s.verify_steps for s in stats)
+            cells[4] = f"{sum(s.accepted_tokens + s.verify_steps for s in stats) / steps:.2f}"
+            proposed = np.sum([s.proposed_by_position for s in stats], axis=0)
+            accepted = np.sum([s.accepted_by_position for s in stats], axis=0)
+            cells[5] = " / ".join(f"{a / p:.0%}" for a, p in zip(accepted, proposed))
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Train the multi-token-prediction (MTP) layer of a trained tiny checkpoint, the text model frozen.
+
+    python scripts/train_tiny/train_mtp.py [--model workbench/checkpoints/tiny] [--minutes 15]
+
+The layer is the one the workbench drafts with (workbench/backends/torch_mtp.py, loaded from the
+checkpoint): for each position i it reads the text model's final hidden state h[i] and the next
+token t[i+1] and learns to predict t[i+2] through the shared lm_head. The rows are train.py's
+(every conversation whole, code filling the rest), the loss counts what the assistant writes and
+the code, as in train.py (tool calls 1x here: the draft should follow the text as it comes).
+The text model's weights are not touched: only the `mtp.*` tensors of model.safetensors change.
+
+Then it measures what matters, on text the model was not trained on: greedy speculative decoding
+with 3 drafts on held-out conversations and held-out standard-library files, the share of
+drafts accepted at each draft position, and writes it with the settings and loss curve under "mtp"
+in training.json (evaluate.py puts it on the model card).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(HERE), str(ROOT)]
+import data  # noqa: E402
+from train import N_CONVERSATIONS, SEED, SEQ, encode_documents, pack_rows  # noqa: E402
+
+BATCH = 4
+LR = 2e-3
+DRAFTS = 3
+
+
+def mtp_loss(lm, head, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the head's predictions of t[i+2] over rows `ids [B, T]` (loss weights
+    `[B, T]`, read at the predicted token)."""
+    from transformers import DynamicCache
+
+    with torch.no_grad():
+        hidden = lm.model(input_ids=ids, use_cache=False).last_hidden_state      # [B, T, H]
+    total, count = 0.0, 0.0
+    positions = torch.arange(ids.shape[1] - 1)
+    for b in range(ids.shape[0]):  # the head takes one sequence (its own cache, as when drafting)
+        out = head(ids[b, 1:], hidden[b, :-1], positions, DynamicCache())         # [T - 1, H]
+        logits = head.logits(out[:-1]).float()                                   # predicts t[2:]
+        w = (weight[b, 2:] > 0).float()
+        loss = torch.nn.functional.cross_entropy(logits, ids[b, 2:], reduction="none")
+        total = total + (loss * w).sum()
+        count += float(w.sum())
+    return total / max(count, 1.0)
+
+
+def acceptance(model, prompts: list, max_new_tokens: int = 48) -> dict:
+    """Greedy speculative decoding with DRAFTS drafts over `prompts`: drafts proposed and accepted
+    at each draft position, summed, and the mean tokens per verify forward."""
+    proposed, accepted, steps, tokens = np.zeros(DRAFTS, int), np.zeros(DRAFTS, int), 0, 0
+    for p in prompts:
+        g = model.generate(p, max_new_tokens=max_new_tokens, ignore_eos=True, thinking=False, speculative=DRAFTS)
+        proposed += g.stats.proposed_by_position
+        accepted += g.stats.accepted_by_position
+        steps += g.stats.verify_steps
+        tokens += g.stats.accepted_tokens + g.stats.verify_steps
+    return {"prompts": len(prompts), "new_tokens_each": max_new_tokens, "drafts": DRAFTS,
+            "proposed_by_position": proposed.tolist(), "accepted_by_position": accepted.tolist(),
+            "acceptance_by_position": [round(a / p, 3) if p else None for a, p in zip(accepted, proposed)],
+            "tokens_per_verify": round(tokens / max(steps, 1), 3)}
+
+
+def held_out_prompts(n: int) -> dict[str, list]:
+    """Conversation openings (held-out split: other names, phrasings) and the first lines of
+    held-out standard-library files."""
+    chats = [[{"role": "user", "content": r.text}] for r in data.heldout_requests(n, SEED + 7)]
+    _, code = data.stdlib_files()
+    rng = random.Random(SEED + 7)
+    code = ["\n".join(f.splitlines()[:12]) for f in rng.sample(code, min(n, len(code)))]
+    return {"conversations": chats, "code": code}
+
+
+def save_head(folder: Path, head) -> None:
+    """Write the head's tensors into the checkpoint's model.safetensors, under their `mtp.` names."""
+    from safetensors.torch import load_file, save_file
+
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    new = {f"mtp.{k}": v.detach().to(state[f"mtp.{k}"].dtype).contiguous() for k, v in head.state_dict().items()}
+    missing = set(new) - set(state)
+    assert not missing, missing
+    state.update(new)
+    save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(ROOT / "workbench" / "checkpoints" / "tiny"))
+    ap.add_argument("--minutes", type=float, default=15)
+    ap.add_argument("--lr", type=float, default=LR)
+    ap.add_argument("--eval-prompts", type=int, default=40)
+    args = ap.parse_args()
+    from tokenizers import Tokenizer
+
+    import workbench
+
+    random.seed(SEED)
+    torch.manual_seed(SEED)
+    folder = Path(args.model)
+    model = workbench.load(folder, backend="torch", device="cpu", dtype="float32")
+    lm, head = model.engine.model, model.engine.mtp
+    if head is None:
+        raise SystemExit(f"{folder} has no mtp.* weights to train")
+    prompts = held_out_prompts(args.eval_prompts)
+    before = {k: acceptance(model, v) for k, v in prompts.items()}
+    print("before", json.dumps(before), flush=True)
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    eot = tok.token_to_id("<|endoftext|>")
+    code_train, _ = data.stdlib_files()
+    chats = data.conversations(N_CONVERSATIONS, SEED + 5)  # another draw than the text model's rows
+    rows, weights = pack_rows(encode_documents(tok, chats, eot), encode_documents(tok, code_train, eot), SEQ,
+                              random.Random(SEED + 5))
+    rows, weights = torch.as_tensor(rows), torch.as_tensor(weights)
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(SEED))
+
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    params = list(head.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    head.train()
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    budget, start, step, curve = args.minutes * 60, time.time(), 0, []
+    while time.time() - start < budget:
+        progress = (time.time() - start) / budget
+        lr = args.lr * min(1.0, (step + 1) / 20) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = order[(step * BATCH) % len(rows):][:BATCH]
+        loss = mtp_loss(lm, head, rows[idx], weights[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 10 == 0:
+            curve.append({"step": step, "loss": round(loss.item(), 4), "lr": lr,
+                          "minutes": round((time.time() - start) / 60, 2)})
+            print(curve[-1], flush=True)
+        step += 1
+    head.eval()
+    for p in params:
+        p.requires_grad_(False)
+    after = {k: acceptance(model, v) for k, v in prompts.items()}
+    print("after", json.dumps(after), flush=True)
+    save_head(folder, head)
+    training = json.loads((folder / "training.json").read_text())
+    training["mtp"] = {"steps": step, "batch": BATCH, "seq": SEQ, "lr": args.lr, "minutes": args.minutes,
+                       "seed": SEED + 5, "text_model": "frozen", "curve": curve,
+                       "held_out_acceptance": {"before": before, "after": after}}
+    (folder / "training.json").write_text(json.dumps(training, indent=1) + "\n")
+    print("saved", folder, flush=True)
+
+
+if __name__ == "__main__":
+    main()
