@@ -97,3 +97,26 @@ def test_custom_device_and_bad_input():
                             ({"context": 10**7}, "exceeds"), ({"batch": 0}, "batch=0")]:
         with pytest.raises(workbench.WorkbenchError, match=message):
             plan("Qwen3.5-4B", **kwargs)
+
+
+def test_speculative_ceiling_counts_the_verify_and_the_drafts():
+    from workbench.errors import WorkbenchError
+    from workbench.planner import speculative_ceiling
+
+    moe = workbench.plan("Qwen/Qwen3.5-35B-A3B", "bf16", context=4096, device="H200")
+    dense = workbench.plan("Qwen/Qwen3.5-27B", "bf16", context=4096, device="H200")
+    # Nothing accepted: the drafts and a wider verify cost bandwidth for no token.
+    assert speculative_ceiling(moe, 2, 1.0).ceiling < moe.decode_ceiling
+    assert speculative_ceiling(dense, 2, 1.0).ceiling < dense.decode_ceiling
+    # The verify reads the dense weights once for all k + 1 tokens, but the union of their experts.
+    full_dense, full_moe = speculative_ceiling(dense, 3, 4.0), speculative_ceiling(moe, 3, 4.0)
+    assert full_dense.speedup > full_moe.speedup > 1
+    one_token = moe.read_per_token
+    assert one_token < full_moe.verify_bytes < 4 * one_token
+    assert abs(speculative_ceiling(dense, 1, 2.0).verify_bytes - dense.read_per_token) / dense.read_per_token < 0.01
+    assert "tokens per verify" in str(full_moe)
+    for bad in ((0, 1.0), (2, 3.5), (2, 0.5)):
+        with pytest.raises(WorkbenchError):
+            speculative_ceiling(moe, *bad)
+    with pytest.raises(WorkbenchError, match="device"):
+        speculative_ceiling(workbench.plan("Qwen/Qwen3.5-27B", "bf16"), 2, 2.0)

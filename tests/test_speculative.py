@@ -223,3 +223,28 @@ def test_stats_count_what_the_drafts_did(rand):
     assert s.accepted_tokens == int(np.sum(s.accepted_by_position))
     assert len(g.token_ids) - (1 + s.accepted_tokens + s.verify_steps) in (0, 1)
     assert "drafts" in str(s)
+
+
+def test_figures_show_what_the_drafts_did(rand, monkeypatch):
+    import json
+
+    import plotly.io as pio
+
+    from workbench.figures import speculative as fs
+
+    plain = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True)
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist(), len(plain.prompt_ids)))
+    g = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True, speculative=3)
+    drafted = g.stats.drafted
+    assert len(drafted) == 40 and drafted.sum() == g.stats.accepted_tokens and not drafted[0]
+    tokens = [rand.decode([t]) for t in g.token_ids]
+    figs = [fs.drafted_tokens(tokens, drafted), fs.acceptance({"code": g.stats, "both": [g.stats, g.stats]}),
+            fs.ceiling({"27B bf16 H200": workbench.plan("Qwen/Qwen3.5-27B", "bf16", context=4096, device="H200")},
+                       measured={"this run": g.stats.mean_accepted_length})]
+    cells = [c for row in figs[0].data[0].z for c in row if c is not None]
+    assert sum(cells) == drafted.sum() and len(cells) == 40
+    for fig in figs:
+        json.loads(pio.to_json(fig, validate=False, engine="json"),
+                   parse_constant=lambda c: pytest.fail(f"{c} in {fig.layout.title.text}"))
+    with pytest.raises(WorkbenchError, match="draft flags"):
+        fs.drafted_tokens(tokens[:-1], drafted)

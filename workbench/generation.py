@@ -54,6 +54,7 @@ class Stats:
     accepted_tokens: int = 0       # drafts accepted
     proposed_by_position: Any = None   # [k] int: drafts proposed at draft position 1..k
     accepted_by_position: Any = None   # [k] int: of those, accepted
+    drafted: Any = None                # [new] bool: which tokens were accepted drafts (the others: sampled)
 
     @property
     def acceptance_by_position(self) -> np.ndarray:
@@ -156,6 +157,7 @@ class DecodeLoop:
         self._started = False
         self._held = ""  # decoded text that may be the start of a stop string
         self._fed: list[int] = []  # generated tokens the cache has read (what the prompt cache keeps)
+        self._drafted: list[bool] = []
         k = max(speculative, 0)
         self._spec = {"steps": 0, "proposed": np.zeros(k, dtype=np.int64), "accepted": np.zeros(k, dtype=np.int64)}
 
@@ -262,7 +264,8 @@ class DecodeLoop:
         ready = [backend.to_int(token)]
         first_at = last_at = time.perf_counter()
         while True:
-            for token_id in ready:
+            for i, token_id in enumerate(ready):
+                self._drafted.append(i < len(ready) - 1)  # a step's last token is sampled, the others drafts
                 emit, done = self._take(token_id, decoder)
                 if emit:
                     yield StepEvent(token_id, emit)
@@ -369,3 +372,4 @@ class DecodeLoop:
             self.stats.accepted_tokens = int(spec["accepted"].sum())
             self.stats.proposed_by_position = spec["proposed"].copy()
             self.stats.accepted_by_position = spec["accepted"].copy()
+            self.stats.drafted = np.asarray(self._drafted, dtype=bool)
