@@ -124,6 +124,21 @@ def test_speed_dashboard_runs_a_sweep(model):
     assert "not a comma-separated list" in dash.status.text
 
 
+def test_speed_dashboard_compares_plain_and_speculative_decoding(model):
+    from workbench.widgets import SpeedDashboard
+
+    dash = SpeedDashboard(model, prompt_tokens="8", new_tokens="6", depths="0", repeats=1, speculative="0,2")
+    if not model.has_mtp:
+        assert dash.speculative.layout.display == "none"
+        return
+    df = dash.run()
+    assert list(df.speculative) == [0, 0, 2, 2] and df["tokens/verify"].iloc[3] >= 1
+    assert sorted(t.name for t in dash.area.figure.data) == [f"{model.backend}, MTP k=2", f"{model.backend}, plain"]
+    dash.speculative.value = "9"
+    dash.button.click()
+    assert "speculative=9 is invalid" in dash.status.text
+
+
 def test_chat_panel_send_stream_stop_reset(model):
     from workbench.widgets import ChatPanel
 

@@ -9,9 +9,13 @@ from .style import layout
 
 
 def results(df: pd.DataFrame) -> go.Figure:
-    """t/s per test (mean with ±std error bars), one colour per backend."""
+    """t/s per test (mean with ±std error bars), one colour per backend (and per number of MTP drafts
+    where rows with speculative decoding are among them)."""
     fig = go.Figure()
-    for backend, part in df.groupby("backend", sort=False):
+    runs = df["backend"]
+    if "speculative" in df and (df["speculative"] > 0).any():
+        runs = runs + df["speculative"].map(lambda k: f", MTP k={k}" if k else ", plain")
+    for backend, part in df.groupby(runs, sort=False):
         fig.add_trace(go.Bar(x=part["test"], y=part["t/s"], error_y={"type": "data", "array": _none_for_nan(part["t/s std"])},
                              name=backend, hovertemplate="%{x}: %{y:,.1f} tok/s<extra></extra>"))
     fig.update_layout(barmode="group")

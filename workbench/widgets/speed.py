@@ -94,7 +94,7 @@ class SpeedDashboard(w.VBox):
     the table and the plots."""
 
     def __init__(self, model, prompt_tokens: str = "64,256", new_tokens: str = "32", depths: str = "0,512",
-                 repeats: int = 3, concurrency: str = "1,4,16"):
+                 repeats: int = 3, concurrency: str = "1,4,16", speculative: str = "0"):
         self.model = model
         # A served model is measured per concurrency level (vLLM's serving benchmark), not per depth.
         self.serving = getattr(model, "is_remote", False)
@@ -104,6 +104,10 @@ class SpeedDashboard(w.VBox):
                              description="concurrency" if self.serving else "depths")
         self.repeats = w.IntSlider(value=repeats, min=1, max=64 if self.serving else 10,
                                    description="requests" if self.serving else "repeats")
+        # Drafts per step to compare side by side ("0,2": plain and 2 MTP drafts); where the model has an MTP layer.
+        self.speculative = w.Text(value=speculative, description="MTP k")
+        if self.serving or not getattr(model, "has_mtp", False):
+            self.speculative.layout.display = "none"
         self.button = w.Button(description="Run sweep", button_style="primary", icon="play")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="progress")
         self.view = w.ToggleButtons(options=["results", "depth sweep"], value="results")
@@ -115,7 +119,7 @@ class SpeedDashboard(w.VBox):
         self.results = None
         self.button.on_click(guarded(self.status, lambda _b: self.run(), self.area))
         self.view.observe(guarded(self.status, lambda _c: self.redraw(), self.area), names="value")
-        super().__init__([w.HBox([self.prompt_tokens, self.new_tokens, self.depths]),
+        super().__init__([w.HBox([self.prompt_tokens, self.new_tokens, self.depths, self.speculative]),
                           w.HBox([self.repeats, self.button, self.progress]), self.view, self.area.widget,
                           self.table, self.status.widget])
 
@@ -132,9 +136,14 @@ class SpeedDashboard(w.VBox):
                                      concurrency=parse_int_list(self.depths.value, "concurrency"),
                                      requests=self.repeats.value, progress=progress)
             else:
-                self.results = bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
-                                     new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
-                                     depth=parse_int_list(self.depths.value, "depths"), progress=progress)
+                import pandas as pd
+                drafts = parse_int_list(self.speculative.value, "MTP k") or [0]
+                # Every setting runs side by side in one sweep, so they see the same machine.
+                self.results = pd.concat([
+                    bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
+                          new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
+                          depth=parse_int_list(self.depths.value, "depths"), progress=progress, speculative=k or None)
+                    for k in drafts], ignore_index=True)
         self.redraw()
         return self.results
 
@@ -150,7 +159,8 @@ class SpeedDashboard(w.VBox):
             return
         fig = fb.results(self.results) if self.view.value == "results" else fb.depth_sweep(self.results)
         self.area.show(fig)
-        cols = ["test", "t/s", "t/s std", "ttft_ms", "latency_ms_median", "latency_ms_p99", "peak_memory_MiB"]
+        cols = ["test", "speculative", "t/s", "t/s std", "tokens/verify", "ttft_ms", "latency_ms_median",
+                "latency_ms_p99", "peak_memory_MiB"]
         self.table.value = self.results[cols].round(2).to_html(index=False, na_rep="")
         self.status.info(f"{len(self.results)} tests on {self.model.backend} ({self.results.device[0]})")
 
