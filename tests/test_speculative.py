@@ -248,3 +248,20 @@ def test_figures_show_what_the_drafts_did(rand, monkeypatch):
                    parse_constant=lambda c: pytest.fail(f"{c} in {fig.layout.title.text}"))
     with pytest.raises(WorkbenchError, match="draft flags"):
         fs.drafted_tokens(tokens[:-1], drafted)
+
+
+@pytest.mark.parametrize("backend", ["mlx", "llamacpp"])
+def test_backends_that_cannot_speculate_yet_say_so(backend):
+    if backend == "mlx":
+        model = workbench.load("tiny-random", backend="mlx", device="cpu")
+        want = "mlx backend cannot decode speculatively yet"
+    else:
+        from selection import gguf_copy
+        model = workbench.load(str(gguf_copy("F32")))
+        want = "speculative=2 needs a draft layer"
+    assert not model.has_mtp
+    with pytest.raises(WorkbenchError, match=want):
+        model.generate("x", max_new_tokens=4, speculative=2)
+    with pytest.raises(WorkbenchError, match=want):
+        workbench.bench(model, prompt_tokens=4, new_tokens=2, repeats=1, speculative=2)
+    assert len(model.generate("x", max_new_tokens=4, ignore_eos=True).token_ids) == 4

@@ -111,6 +111,64 @@ print(list(sweep.test))
 fb.depth_sweep(sweep)
 
 # %% [markdown]
+# ## Speculative decoding with Qwen3.5's own draft layer
+#
+# Every Qwen3.5 checkpoint ships a multi-token-prediction (MTP) layer: one decoder layer that reads the model's last hidden state and the next token and predicts the token after. `speculative=k` uses it to draft k tokens, then one forward of the model checks them all: the drafts that match what the model would have chosen are kept, plus one token of the model's own. Greedy output stays the plain output, token for token; sampled output keeps its distribution (a draft d is kept with probability p(d)). The Gated DeltaNet state cannot be cut back like a KV cache, so the verify keeps the state after every position and the rollback picks the one where the kept tokens end.
+
+# %%
+request = [{"role": "user", "content": "Could you tell me how warm it is in Porto right now?"}]
+ids = model.prompt_ids(request, thinking=False)[0]
+plain = model.generate(ids, max_new_tokens=48)
+spec = model.generate(ids, max_new_tokens=48, speculative=3)
+s = spec.stats
+print("same tokens as plain greedy:", spec.token_ids.tolist() == plain.token_ids.tolist())
+print(f"{s.accepted_tokens} of {s.draft_tokens} drafts accepted; {s.mean_accepted_length:.2f} tokens per verify forward")
+print("accepted at draft position 1, 2, 3:", [f"{a:.0%}" for a in s.acceptance_by_position])
+
+# %% [markdown]
+# Green tokens were accepted drafts; grey ones the verify forward sampled itself (the first token, each correction, the token after a fully accepted run):
+
+# %%
+from workbench.figures import speculative as fsp
+
+fsp.drafted_tokens([model.decode([t]) for t in spec.token_ids], spec.stats.drafted)
+
+# %% [markdown]
+# How often drafts are accepted depends on the text: a tool call or a templated answer is easy to guess, prose and code less so. A draft counts only if the ones before it were accepted, so later positions are always lower:
+
+# %%
+kinds = {"tool requests": [[{"role": "user", "content": q}] for q in
+                           ("What's 45 times 12?", "Turn 5 miles into km please", "Weather in Oslo?")],
+         "code": ["def moving_average(values, window):\n", "class Stack:\n    def __init__(self):\n"]}
+by_kind = {name: [model.generate(p, max_new_tokens=48, thinking=False, speculative=3).stats for p in prompts]
+           for name, prompts in kinds.items()}
+fsp.acceptance(by_kind)
+
+# %% [markdown]
+# Does it pay? Each step runs the draft layer k times and a verify forward over k + 1 tokens, so it costs more than a plain step and gains only when enough drafts are accepted. Measured side by side in one sweep (`scripts/bench_speculative.py` adds transformers' and mlx-lm's own loops):
+
+# %% tags=["nbval-ignore-output", "machine-dependent"]
+import pandas as pd
+
+runs = pd.concat([workbench.bench(model, prompt_tokens=0, new_tokens=48, repeats=3, speculative=k)
+                  for k in (None, 1, 2, 3)], ignore_index=True)
+display(runs[["test", "speculative", "t/s", "t/s std", "tokens/verify", "latency_ms_median"]].round(2))
+
+# %% [markdown]
+# On a real model the question is bandwidth. A verify forward reads the dense weights once for all k + 1 tokens, but each token picks its own experts, so an MoE verify reads the union of their experts; each draft reads the MTP layer and the whole lm_head. The planner counts both: the ceiling against the mean accepted length (the dotted line is this notebook's tool requests on `tiny`):
+
+# %%
+from workbench.planner import speculative_ceiling
+
+plans = {"Qwen3.5-27B": workbench.plan("Qwen/Qwen3.5-27B", "bf16", context=4096, device="H200"),
+         "Qwen3.5-35B-A3B": workbench.plan("Qwen/Qwen3.5-35B-A3B", "bf16", context=4096, device="H200")}
+for name, p in plans.items():
+    print(name, "|", speculative_ceiling(p, 3, 3.0))
+tool_length = sum(s.accepted_tokens + s.verify_steps for s in by_kind["tool requests"]) / sum(
+    s.verify_steps for s in by_kind["tool requests"])
+fsp.ceiling(plans, measured={"tiny, tool requests": tool_length})
+
+# %% [markdown]
 # ## From the command line
 #
 # The same harness, with llama-bench's flags (comma lists make a sweep):
