@@ -63,6 +63,28 @@ def test_phrasing_covers_words_and_symbols():
             assert "error" not in data.run_tool(r.name, r.arguments), r
 
 
+def test_lists_to_add_up_are_asked_for_and_computed():
+    rng = random.Random(1)
+    sums = [r for r in (phrasing.request(rng, "train", tool_share=1.0) for _ in range(3000))
+            if r.name == "calculator" and r.arguments["expression"].count("+") >= 2
+            and any(w in r.text.lower() for w in ("add", "sum", "total", " plus "))]
+    assert len(sums) > 20
+    for r in sums[:40]:
+        assert "error" not in data.run_tool(r.name, r.arguments), r
+
+
+def test_with_thinking_the_answer_after_a_tool_response_thinks_too():
+    """An empty thinking block renders as "<think>\n\n</think>", which no prompt ends in: the answer
+    must be learned after "<think>\n" as a thinking prompt gives it."""
+    request = phrasing.Request("Weather in Lima?", "get_weather", {"city": "Lima"})
+    messages = data.exchange(random.Random(2), request, thinking=True)
+    result = messages[2]["content"]
+    assert messages[-1]["role"] == "assistant" and result in messages[-1]["reasoning_content"]
+    text = data._render(messages, tools=data.tool_schemas(), thinking=True)
+    assert "<think>\n\n</think>" not in text.split("<tool_response>")[-1]
+    assert "reasoning_content" not in data.exchange(random.Random(2), request, thinking=False)[-1]
+
+
 def test_drills_have_no_tools_prompt_and_conversations_do():
     drills = data.drills(50, 1)
     assert any("<tool_response>" in d for d in drills)

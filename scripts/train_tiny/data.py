@@ -100,8 +100,11 @@ def exchange(rng: random.Random, req: phrasing.Request, thinking: bool = False) 
     if thinking:
         what = req.arguments.get("expression") or req.arguments.get("city") or ""
         call["reasoning_content"] = REASONS[req.name].format(what=what)
-    return [{"role": "user", "content": req.text}, call, {"role": "tool", "content": result},
-            {"role": "assistant", "content": final_answer(rng, req.name, req.arguments, result)}]
+    answer = {"role": "assistant", "content": final_answer(rng, req.name, req.arguments, result)}
+    if thinking:  # thinking on, the answer thinks too: an empty block would be "<think>" "\n\n", not the
+        # "<think>\n" a thinking prompt ends with, and the model would not know how to go on from there
+        answer["reasoning_content"] = f"The tool returned {result}. I'll answer with it."
+    return [{"role": "user", "content": req.text}, call, {"role": "tool", "content": result}, answer]
 
 
 def tool_dialogue(rng: random.Random, tools_prompt: bool = True, split: str = "train") -> str:

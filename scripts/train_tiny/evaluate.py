@@ -190,9 +190,13 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "the first release, commit 272ed49: template-phrased requests; copying from the prompt, which every "
     "call argument needs, appeared only once short drills without the tools prompt were in the mix",
     "commit 65ffbcf's data: the varied phrasing below, without made-up places",
-    "this commit's data: as stage 2, plus made-up place names in 40% of the weather requests and echo drills, "
+    "commit cb46bb5's data: as stage 2, plus made-up place names in 40% of the weather requests and echo drills, "
     "so that a name is copied from the request, not recalled; at the end of stage 2 the held-out phrasing "
     "split had shown recall (Bucharest asked, Budapest called; 3 of 25 weather requests right)",
+    "this commit's data: as stage 3, plus lists of numbers to add up and more numbers in words; with thinking "
+    "on, the answer after a tool response thinks too (an empty thinking block ends in tokens no prompt ends "
+    "in, and most answers then lost the result); the learning rate's cosine runs on the clock (stages 1-3 "
+    "guessed the step count from the fast drill steps and ended at about 40% of the peak rate)",
 ]
 
 
@@ -354,15 +358,18 @@ per MoE layer, against the same figure for two random halves of the code:
 {routing_rows}
 {_mtp_section(training)}
 ## Retrain
-Stage 1 is the checkpoint first released (commit 272ed49); stages 2 and 3 start from the one
-before, each with its commit's data:
+Stage 1 is the checkpoint first released (commit 272ed49); each later stage starts from the one
+before, with its commit's data. The last stage's schedule runs on the clock, so its step count
+depends on the machine (it shared the CPU with other work: {training['steps']} steps in {training['minutes']:.0f} minutes):
 ```bash
-git worktree add /tmp/at-65ffbcf 65ffbcf && mkdir -p /tmp/stage1
+git worktree add /tmp/at-65ffbcf 65ffbcf && git worktree add /tmp/at-cb46bb5 cb46bb5 && mkdir -p /tmp/stage1
 git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1
 python /tmp/at-65ffbcf/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\
     --out /tmp/stage2 --minutes 60 --snapshot-minutes 20 --drill-minutes 0 --drill-every 2 --lr 0.002
 # stage 2 is that run's 40-minute snapshot: stop it once /tmp/stage2-snapshot holds the second one
-python scripts/train_tiny/train.py --init /tmp/stage2-snapshot --out workbench/checkpoints/tiny \\
+python /tmp/at-cb46bb5/scripts/train_tiny/train.py --init /tmp/stage2-snapshot --out /tmp/stage3 \\
+    --minutes {(training.get('init') or {}).get('minutes', 0):.0f} --drill-minutes 0 --drill-every 2 --lr {(training.get('init') or {}).get('lr', 0):g}
+python scripts/train_tiny/train.py --init /tmp/stage3 --out workbench/checkpoints/tiny \\
     --minutes {training['minutes']:.0f} --drill-minutes {training['drills']['minutes']:g} --drill-every {training['drills']['then_every']} --lr {training['lr']:g}
 python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny
 python scripts/train_tiny/train_mtp.py --model workbench/checkpoints/tiny --minutes {training.get('mtp', {}).get('minutes', 15):g}

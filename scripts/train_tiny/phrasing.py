@@ -129,7 +129,15 @@ def _math(rng: random.Random) -> tuple[str, str, bool]:
         o1, o2 = rng.choice("+-*/"), rng.choice("+-*")
         expr = rng.choice([f"{a} {o1} {b} {o2} {c}", f"({a} {o2} {b}) {o1} {c}"])
         return (expr.replace(" ", "") if rng.random() < 0.3 else expr), expr, False
-    if r < 0.20:  # the special forms
+    if r < 0.16:  # a list of numbers to add up
+        terms = [_number(rng) if rng.random() < 0.5 else str(rng.randint(2, 99)) for _ in range(rng.randint(3, 4))]
+        listed = ", ".join(terms[:-1]) + rng.choice([" and ", ", and ", ", "]) + terms[-1]
+        imperative = rng.random() < 0.5
+        phrase = (rng.choice(["add up {l}", "sum up {l}", "total {l}", "add {l} together"]) if imperative else
+                  rng.choice(["the sum of {l}", "the total of {l}", "{l} added up", "{p}"])).format(
+            l=listed, p=" plus ".join(terms))
+        return phrase, " + ".join(terms), imperative
+    if r < 0.24:  # the special forms
         a = _number(rng)
         kind = rng.choice(["squared", "cubed", "sqrt", "percent", "half", "double"])
         if kind == "squared":
@@ -147,7 +155,7 @@ def _math(rng: random.Random) -> tuple[str, str, bool]:
     op = rng.choice(list(OPERATIONS))
     a = _number(rng, small=op == "**")
     b = str(rng.randint(2, 10)) if op == "**" else _number(rng)
-    if rng.random() < 0.08 and op != "**":  # small numbers in words
+    if rng.random() < 0.12 and op != "**":  # small numbers in words
         i, j = rng.randint(2, 20), rng.randint(2, 20)
         a, b, a_word, b_word = str(i), str(j), NUMBER_WORDS[i], NUMBER_WORDS[j]
     else:

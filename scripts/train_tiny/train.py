@@ -207,7 +207,6 @@ def main() -> None:
     budget = args.minutes * 60
     start = time.time()
     curve, step, seen = [], 0, 0
-    est_steps = None
     next_snapshot = args.snapshot_minutes * 60 or float("inf")
 
     def info() -> dict:
@@ -225,10 +224,10 @@ def main() -> None:
         elapsed = time.time() - start
         if elapsed > budget:
             break
-        if step == 20:
-            est_steps = int(budget / (elapsed / 20))
-        total = est_steps or 1000
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
+        # The cosine runs on the clock: drill steps are several times faster than main ones, so a
+        # step count guessed from the first steps would end the run with the rate barely lowered.
+        progress = min(1.0, max(elapsed / budget, step / args.max_steps))
+        lr = args.lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for g in opt.param_groups:
             g["lr"] = lr
         phase = "drill" if elapsed < args.drill_minutes * 60 or step % args.drill_every == 0 else "main"
