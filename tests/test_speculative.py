@@ -91,7 +91,7 @@ def test_stops_and_limits_behave_as_without_speculation(rand):
     plain = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True)
     stop = plain.text[20:24]
     for kw in ({"max_new_tokens": 1}, {"max_new_tokens": 2}, {"max_new_tokens": 7}, {"stop": stop},
-               {"stop": [stop, "zz"]}):
+               {"stop": [stop, "zz"]}, {"presence_penalty": 1.5}):
         kw = {"max_new_tokens": 60, **kw}
         a = rand.generate(PROMPTS[0], ignore_eos=True, **kw)
         b = rand.generate(PROMPTS[0], ignore_eos=True, speculative=4, **kw)
@@ -133,6 +133,39 @@ def test_two_threads_speculating_on_one_model(rand):
     for t in threads:
         t.join()
     assert not errors and got == want
+
+
+def test_another_model_of_the_same_architecture_runs_beside_a_speculating_one(rand, trained):
+    """Both share transformers' modeling module, where the verify swaps the delta rule: the other
+    model's prefills (and its traces) must not go through it."""
+    long = "def parse(tokens):\n" * 12
+    want_spec = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True).token_ids.tolist()
+    want_other = [trained.generate(long + str(i), max_new_tokens=2, ignore_eos=True).token_ids.tolist() for i in range(12)]
+    got, errors = {}, []
+
+    def speculate():
+        try:
+            got["spec"] = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True, speculative=3).token_ids.tolist()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def other():
+        try:
+            got["other"] = [trained.generate(long + str(i), max_new_tokens=2, ignore_eos=True,
+                                             trace=workbench.Trace(deltanet=True) if i % 3 == 0 else None
+                                             ).token_ids.tolist() for i in range(12)]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=speculate), threading.Thread(target=other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert got["spec"] == want_spec and got["other"] == want_other
+    import transformers.models.qwen3_5_moe.modeling_qwen3_5_moe as modeling
+    assert "stepwise" not in modeling.torch_chunk_gated_delta_rule.__name__
 
 
 def test_prompt_cache_entry_left_by_speculation_continues_plainly(rand):

@@ -360,6 +360,10 @@ class _TorchSampler:
         out = []
         with torch.inference_mode():
             proposed = drafts.tolist()
+            if self.params.greedy and self.seen is None:  # every row at once: one read from the device
+                best = torch.argmax(logits.float(), dim=-1).tolist()
+                n = next((i for i, (b, d) in enumerate(zip(best, proposed)) if b != d), len(proposed))
+                return best[:n + 1]
             for i in range(len(proposed) + 1):
                 row = self._adjusted(logits[i])
                 d = proposed[i] if i < len(proposed) else None

@@ -22,13 +22,15 @@ own hidden states.
 from __future__ import annotations
 
 import importlib
-from contextlib import contextmanager, nullcontext
+import threading
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from ..reference import delta_rule_step
 from .base import Speculation
+from .recorder import probe_scope
 from .torch_probes import _l2norm
 
 
@@ -116,16 +118,26 @@ class TorchSpeculation(Speculation):
         self._states, self.hidden = [], None
 
 
-@contextmanager
 def _stepwise_delta_rule(module, record: list):
-    """While the block runs, the text model's multi-token gated delta rule goes token by token
+    """While the block runs, this thread's multi-token gated delta rule goes token by token
     (`reference.delta_rule_step`, on the device) and appends each layer's states after every
-    position (`[T]` of `[1, Hv, Dk, Dv]`) to `record`, layer by layer in order. Swapped on the
-    modeling module, under the model's lock."""
+    position (`[T]` of `[1, Hv, Dk, Dv]`) to `record`, layer by layer in order. The function is
+    swapped on the modeling module, which every model of the architecture shares: inside
+    `probe_scope` (so no probe installs or removes its own wrapper meanwhile), and another thread's
+    forward (another model's prefill) still takes the function it had."""
+    return probe_scope(lambda: _install_stepwise(module, record))
+
+
+def _install_stepwise(module, record: list) -> list:
     chunked = module.torch_chunk_gated_delta_rule
+    owner = threading.get_ident()
 
     def stepwise(query, key, value, g, beta, initial_state=None, output_final_state=False,
                  use_qk_l2norm_in_kernel=False, **kwargs):
+        if threading.get_ident() != owner:
+            return chunked(query, key, value, g=g, beta=beta, initial_state=initial_state,
+                           output_final_state=output_final_state, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel,
+                           **kwargs)
         # query, key [1, T, Hk, Dk]; value [1, T, Hv, Dv]; g, beta [1, T, Hv]; state [1, Hv, Dk, Dv]
         r = value.shape[2] // key.shape[2]
         q, k = query[0].float(), key[0].float()
@@ -145,7 +157,4 @@ def _stepwise_delta_rule(module, record: list):
         return torch.stack(outs)[None].to(query.dtype), states[-1]
 
     module.torch_chunk_gated_delta_rule = stepwise
-    try:
-        yield
-    finally:
-        module.torch_chunk_gated_delta_rule = chunked
+    return [lambda: setattr(module, "torch_chunk_gated_delta_rule", chunked)]
