@@ -1,7 +1,9 @@
 """Speculative decoding with the MTP layer against plain decoding and the engines' own generation,
 side by side in one run.
 
-On the same checkpoint and prompts, greedy, every run decoding N tokens past EOS, alternating:
+On the same checkpoint and prompts, greedy, alternating; each prompt's runs decode exactly the
+tokens of its plain greedy reply up to its end of turn (at most N), so every engine makes the same
+tokens and none runs on past the reply, where a draft layer has nothing sensible to guess:
   transformers        `model.generate` of the loaded torch module (one token per forward)
   mlx_lm              `mlx_lm.stream_generate` on the same checkpoint loaded by the MLX backend
   workbench           model.generate(ids, max_new_tokens=N) on torch
@@ -12,8 +14,8 @@ yields and the share of drafts accepted at each position (from the runs' own Sta
 every speculative run is checked against plain greedy decoding, token for token.
 Target (issue 21): speculative >= 1.5x the workbench's plain decode and >= 1.5x both engines.
 
-The prompts are written here, not drawn from the training data: a chat request through the chat
-template, and the opening of a Python function.
+The prompts are written here, not drawn from the training data: requests through the chat
+template (thinking off) and openings of Python functions.
 
     python scripts/bench_speculative.py [--model tiny] [--new 96] [--repeats 3] [--drafts 1,2,3]
 """
@@ -28,8 +30,11 @@ import numpy as np
 import workbench
 
 PROMPTS = {
-    "chat": [{"role": "user", "content": "Could you tell me how warm it is in Porto right now?"}],
+    "weather": [{"role": "user", "content": "Could you tell me how warm it is in Porto right now?"}],
+    "sum": [{"role": "user", "content": "I need 17.5 multiplied by 42, please."}],
+    "units": [{"role": "user", "content": "how many pounds are 12 kilograms"}],
     "code": "def moving_average(values, window):\n    \"\"\"Mean of each run of `window` values.\"\"\"\n",
+    "class": "class Stack:\n    def __init__(self):\n",
 }
 
 
@@ -60,9 +65,11 @@ def main() -> None:
         raise SystemExit(f"{args.model} has no MTP layer to draft with")
     rates: dict[str, list[float]] = {}
     spec_stats: dict[int, list] = {k: [] for k in drafts}
+    lengths = {}
     for name, prompt in PROMPTS.items():
         ids = model.prompt_ids(prompt, thinking=False)[0]
-        plain = model.generate(ids, max_new_tokens=args.new, ignore_eos=True).token_ids.tolist()
+        n = lengths[name] = len(model.generate(ids, max_new_tokens=args.new).token_ids)  # to its end of turn
+        plain = model.generate(ids, max_new_tokens=n, ignore_eos=True).token_ids.tolist()
         runs = {"transformers": raw_torch(model, ids),
                 "workbench": lambda n, ids=ids: model.generate(ids, max_new_tokens=n, ignore_eos=True)}
         if mlx is not None:
@@ -70,17 +77,18 @@ def main() -> None:
         for k in drafts:
             runs[f"spec k={k}"] = (lambda n, ids=ids, k=k:
                                    model.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k))
-            g = model.generate(ids, max_new_tokens=args.new, ignore_eos=True, speculative=k)
+            g = model.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k)
             assert g.token_ids.tolist() == plain, f"speculative k={k} changed the greedy output on {name!r}"
             spec_stats[k].append(g.stats)
         for run in runs.values():
-            run(args.new)  # warm-up
+            run(n)  # warm-up
         for _ in range(args.repeats):  # alternate, so drift on a shared machine hits all alike
             for label, run in runs.items():
-                rates.setdefault(label, []).append(decode_rate(run, args.new))
+                rates.setdefault(label, []).append(decode_rate(run, n))
     med = {label: statistics.median(r) for label, r in rates.items()}
-    print(f"model {args.model}, {args.new} new tokens, greedy, prompts: {', '.join(PROMPTS)}; decode tok/s "
-          f"(median of {args.repeats} x {len(PROMPTS)})\n")
+    print(f"model {args.model}, greedy, prompts (new tokens to the end of the reply): "
+          f"{', '.join(f'{k} ({v})' for k, v in lengths.items())}; decode tok/s (median of {args.repeats} x "
+          f"{len(PROMPTS)})\n")
     print("| run | tok/s | / workbench | / transformers | / mlx_lm | tokens per verify | accepted at position 1..k |")
     print("|---|---|---|---|---|---|---|")
     for label, rate in med.items():

@@ -116,3 +116,21 @@ def test_code_and_chat_prefer_different_experts(trained):
     rng.shuffle(halves)
     within = compare_loads(halves[:1], halves[1:]).jsd
     assert (between > within).sum() >= len(between) - 1, (between, within)
+
+
+def test_its_mtp_layer_drafts_what_the_card_says(trained):
+    """The card's acceptance comes from greedy speculative runs on held-out prompts: the first of
+    them, run again, accept drafts at the rate the card reports (within the spread of a subset)."""
+    import train_mtp
+
+    model = trained["torch"]
+    assert model.has_mtp
+    record = json.loads((model.path / "training.json").read_text())["mtp"]["held_out_acceptance"]["after"]
+    card = (model.path / "README.md").read_text()
+    shares = " / ".join(f"{100 * x:.0f}%" for x in record["conversations"]["acceptance_by_position"])
+    assert f"| after | conversations ({record['conversations']['prompts']} prompts) | {shares} |" in card
+    prompts = train_mtp.held_out_prompts(record["conversations"]["prompts"])["conversations"][:8]
+    again = train_mtp.acceptance(model, prompts)
+    first = again["accepted_by_position"][0] / again["proposed_by_position"][0]
+    assert abs(first - record["conversations"]["acceptance_by_position"][0]) < 0.15
+    assert again["tokens_per_verify"] > 1.1
