@@ -241,10 +241,10 @@ class Model:
     # ---- helpers ------------------------------------------------------------------------
     @property
     def has_mtp(self) -> bool:
-        """Whether this model's multi-token-prediction layer is loaded, so `speculative=` can draft
-        with it (`spec.mtp_num_hidden_layers` says what config.json declares; the weights may still
-        be absent, as in many quantized re-uploads)."""
-        return self.engine.mtp is not None
+        """Whether this model has a multi-token-prediction layer `speculative=` can draft with (its
+        weights are read on first use; `spec.mtp_num_hidden_layers` says what config.json declares,
+        and the weights may still be absent, as in many quantized re-uploads)."""
+        return self.engine.has_mtp
 
     def _checked_speculative(self, speculative, tracing: bool) -> int:
         """`speculative=` as the number of drafts per step (0: off), or a WorkbenchError saying why not."""

@@ -93,10 +93,14 @@ class Backend(ABC):
     # What a probe can do on this backend (llama.cpp: no attention maps, no routing interventions).
     traces_attention: bool = True
     intervenes: bool = True
-    # The checkpoint's multi-token-prediction layer, loaded (None: the checkpoint has none, or this
-    # backend cannot run it yet).
+    # The checkpoint's multi-token-prediction layer (None: the checkpoint has none, or this backend
+    # cannot run it yet); `has_mtp` says whether there is one without loading it.
     mtp: Any = None
-    speculates: bool = False  # whether `speculation` is implemented (it still needs `mtp`)
+    speculates: bool = False  # whether `speculation` is implemented (it still needs an MTP layer)
+
+    @property
+    def has_mtp(self) -> bool:
+        return self.mtp is not None
 
     @abstractmethod
     def new_cache(self, capacity: int | None = None, fast: bool = True) -> Any:

@@ -135,10 +135,9 @@ class TorchBackend(Backend):
                                  "that config.json and the weights come from the same release.") from None
         check_load_report(path, report["missing_keys"], report["unexpected_keys"],
                           [k[0] if isinstance(k, tuple) else k for k in report["mismatched_keys"]])
-        from .torch_mtp import load_mtp
-        mtp = load_mtp(model, path, spec.mtp_num_hidden_layers)  # before warm-up: a damaged one fails fast
+        from .torch_mtp import mtp_keys
         backend = cls.from_module(model, spec)
-        backend.mtp = mtp
+        backend._mtp_folder, backend._mtp_keys = path, mtp_keys(path, spec.mtp_num_hidden_layers)
         return backend
 
     @classmethod
@@ -204,11 +203,28 @@ class TorchBackend(Backend):
         from transformers import DynamicCache
         return DynamicCache(config=self.model.config)
 
+    _mtp_keys: dict = {}      # where the checkpoint's MTP tensors lie (torch_mtp.mtp_keys); {}: none
+    _mtp_layer = None
+
+    @property
+    def has_mtp(self) -> bool:
+        return bool(self._mtp_keys)
+
+    @property
+    def mtp(self):
+        """The MTP layer, loaded on first use (under the model's lock: two threads load it once)."""
+        if self._mtp_layer is None and self._mtp_keys:
+            from .torch_mtp import load_mtp
+            with self.lock:
+                if self._mtp_layer is None:
+                    self._mtp_layer = load_mtp(self.model, self._mtp_folder, self._mtp_keys)
+        return self._mtp_layer
+
     def speculation(self, cache):
         from transformers import DynamicCache
 
         from .torch_speculation import TorchSpeculation
-        if self.mtp is None:
+        if not self.has_mtp:
             return super().speculation(cache)
         if not isinstance(cache, DynamicCache):
             raise ValueError("speculative decoding runs on the reference cache: new_cache(fast=False)")

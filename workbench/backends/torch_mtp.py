@@ -71,24 +71,36 @@ class MTPHead(nn.Module):
         return self._lm[0].lm_head(out)
 
 
-def load_mtp(lm, folder: Path, layers: int) -> MTPHead | None:
-    """The checkpoint's MTP layer on `lm`'s device and dtype; None when config.json declares none
+def mtp_keys(folder: Path, layers: int) -> dict[str, tuple[Path, str]]:
+    """Where the checkpoint's first MTP layer lies: {name without the `mtp.` prefix: (file, key)},
+    from the safetensors headers alone (no tensor is read). Empty when config.json declares none
     (`layers` = mtp_num_hidden_layers) or the weight files hold none (many quantized re-uploads
-    strip them). A WorkbenchError when some are there but not all, or their shapes disagree."""
+    strip them)."""
     if layers < 1:
-        return None
+        return {}
     from safetensors import safe_open
 
-    found: dict[str, torch.Tensor] = {}
+    found: dict[str, tuple[Path, str]] = {}
     for f in weight_files(folder):
         with safe_open(str(f), framework="pt") as st:
             for key in st.keys():
                 prefix = next((p for p in PREFIXES if key.startswith(p)), None)
                 # Only the first MTP layer: every released Qwen3.5 has one, and drafts reuse it.
                 if prefix and not (key.startswith(prefix + "layers.") and not key.startswith(prefix + "layers.0.")):
-                    found[key[len(prefix):]] = st.get_tensor(key)
-    if not found:
-        return None
+                    found[key[len(prefix):]] = (f, key)
+    return found
+
+
+def load_mtp(lm, folder: Path, keys: dict[str, tuple[Path, str]]) -> MTPHead:
+    """The MTP layer `keys` (from `mtp_keys`) locates, on `lm`'s device and dtype. Loaded when first
+    drafted with, not with the text model: in a 35B-A3B release it is ~1.6 GB of experts that plain
+    decoding never reads. A WorkbenchError when some tensors are missing or misshapen."""
+    from safetensors import safe_open
+
+    found = {}
+    for name, (f, key) in keys.items():
+        with safe_open(str(f), framework="pt") as st:
+            found[name] = st.get_tensor(key)
     param = next(lm.parameters())
     with torch.device("meta"):
         head = MTPHead(lm)
