@@ -54,7 +54,10 @@ def test_chat_panel_stop_ends_a_long_reply(page, lab):
     panel.locator("textarea").first.fill("Tell me a very long story about a dog.")
     panel.locator("button", has_text="Send").click()
     wait_for(lambda: "generating" in panel.inner_text(), what="the reply to start")
-    panel.locator("button", has_text="Stop").click()
+    # The click event itself: Playwright's click() first waits until the button stands still, and the
+    # Stop button moves down while the reply above it grows, so on a slow machine that wait outlasted
+    # the whole reply ("done: length").
+    panel.locator("button", has_text="Stop").dispatch_event("click")
     wait_for(lambda: "done:" in panel.inner_text(), what="the stopped reply")
     shown = panel.inner_text()
     assert "done: interrupted" in shown, f"the reply ended before Stop was clicked: {shown[-200:]!r}"
