@@ -6,13 +6,14 @@ tokens of its plain greedy reply up to its end of turn (at most N), so every eng
 tokens and none runs on past the reply, where a draft layer has nothing sensible to guess:
   transformers        `model.generate` of the loaded torch module (one token per forward)
   mlx_lm              `mlx_lm.stream_generate` on the same checkpoint loaded by the MLX backend
-  workbench           model.generate(ids, max_new_tokens=N) on torch
-  workbench spec k    ... speculative=k, k = 1, 2, 3
+  workbench B         model.generate(ids, max_new_tokens=N) on backend B (torch, mlx)
+  spec B k=K          ... speculative=K, K = 1, 2, 3
 Decode tok/s = (N - 1) / (time(N new tokens) - time(1 new token)), so prefill and set-up cancel out;
 medians over repeats and prompts. The speculative rows also give the tokens each verify forward
 yields and the share of drafts accepted at each position (from the runs' own Stats). The output of
 every speculative run is checked against plain greedy decoding, token for token.
-Target (issue 21): speculative >= 1.5x the workbench's plain decode and >= 1.5x both engines.
+Target (issue 21): speculative >= 1.5x the workbench's plain decode (on the same backend) and
+>= 1.5x both engines.
 
 The prompts are written here, not drawn from the training data: requests through the chat
 template (thinking off) and openings of Python functions.
@@ -63,23 +64,25 @@ def main() -> None:
     mlx = None if args.no_mlx else workbench.load(args.model, backend="mlx")
     if not model.has_mtp:
         raise SystemExit(f"{args.model} has no MTP layer to draft with")
+    models = {"torch": model, **({"mlx": mlx} if mlx is not None else {})}
     rates: dict[str, list[float]] = {}
-    spec_stats: dict[int, list] = {k: [] for k in drafts}
+    spec_stats: dict[str, list] = {}
     lengths = {}
     for name, prompt in PROMPTS.items():
         ids = model.prompt_ids(prompt, thinking=False)[0]
         n = lengths[name] = len(model.generate(ids, max_new_tokens=args.new).token_ids)  # to its end of turn
         plain = model.generate(ids, max_new_tokens=n, ignore_eos=True).token_ids.tolist()
-        runs = {"transformers": raw_torch(model, ids),
-                "workbench": lambda n, ids=ids: model.generate(ids, max_new_tokens=n, ignore_eos=True)}
+        runs = {"transformers": raw_torch(model, ids)}
         if mlx is not None:
             runs["mlx_lm"] = raw_mlx(mlx, ids)
-        for k in drafts:
-            runs[f"spec k={k}"] = (lambda n, ids=ids, k=k:
-                                   model.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k))
-            g = model.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k)
-            assert g.token_ids.tolist() == plain, f"speculative k={k} changed the greedy output on {name!r}"
-            spec_stats[k].append(g.stats)
+        for b, m in models.items():
+            runs[f"workbench {b}"] = lambda n, ids=ids, m=m: m.generate(ids, max_new_tokens=n, ignore_eos=True)
+            for k in drafts:
+                runs[f"spec {b} k={k}"] = (lambda n, ids=ids, k=k, m=m:
+                                           m.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k))
+                g = m.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k)
+                assert g.token_ids.tolist() == plain, f"speculative k={k} on {b} changed the greedy output on {name!r}"
+                spec_stats.setdefault(f"spec {b} k={k}", []).append(g.stats)
         for run in runs.values():
             run(n)  # warm-up
         for _ in range(args.repeats):  # alternate, so drift on a shared machine hits all alike
@@ -89,14 +92,15 @@ def main() -> None:
     print(f"model {args.model}, greedy, prompts (new tokens to the end of the reply): "
           f"{', '.join(f'{k} ({v})' for k, v in lengths.items())}; decode tok/s (median of {args.repeats} x "
           f"{len(PROMPTS)})\n")
-    print("| run | tok/s | / workbench | / transformers | / mlx_lm | tokens per verify | accepted at position 1..k |")
+    print("| run | tok/s | / workbench (same backend) | / transformers | / mlx_lm | tokens per verify | "
+          "accepted at position 1..k |")
     print("|---|---|---|---|---|---|---|")
     for label, rate in med.items():
-        cells = [f"{rate:,.1f}", f"{rate / med['workbench']:.2f}x", f"{rate / med['transformers']:.2f}x",
+        own = next((f"workbench {b}" for b in models if f" {b}" in label), None)
+        cells = [f"{rate:,.1f}", f"{rate / med[own]:.2f}x" if own else "", f"{rate / med['transformers']:.2f}x",
                  f"{rate / med['mlx_lm']:.2f}x" if "mlx_lm" in med else "n/a", "", ""]
-        if label.startswith("spec"):
-            k = int(label.split("=")[1])
-            stats = spec_stats[k]
+        if label in spec_stats:
+            stats = spec_stats[label]
             steps = sum(s.verify_steps for s in stats)
             cells[4] = f"{sum(s.accepted_tokens + s.verify_steps for s in stats) / steps:.2f}"
             proposed = np.sum([s.proposed_by_position for s in stats], axis=0)

@@ -1,4 +1,4 @@
-"""Speculative decoding with the checkpoint's MTP layer (torch): the output is plain decoding's,
+"""Speculative decoding with the checkpoint's MTP layer (torch and MLX): the output is plain decoding's,
 token for token when greedy and in distribution when sampled, whatever the drafts are.
 
 The bundled checkpoints' MTP layers are untrained, so their drafts are nearly always rejected. The
@@ -20,40 +20,66 @@ from workbench.errors import WorkbenchError
 PROMPTS = ["def route(tokens, experts):", "The capital of France is", "import numpy as np\n\nx ="]
 
 
-@pytest.fixture(scope="module")
-def rand():
-    return workbench.load("tiny-random", backend="torch", device="cpu")
+@pytest.fixture(scope="module", params=["torch", "mlx"])
+def backend(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def trained():
-    return workbench.load("tiny", backend="torch", device="cpu")
+def rand(backend):
+    return workbench.load("tiny-random", backend=backend, device="cpu")
 
 
-def oracle(model, plain_ids: list[int], prompt_len: int, wrong=lambda g, j: (5 * g + j) % 7 == 0):
-    """Make `model` draft the plain greedy continuation (a wrong token where `wrong(g, j)`: g the
-    generated index of the token drafted after, j its draft position)."""
-    from workbench.backends.torch_speculation import TorchSpeculation
+@pytest.fixture(scope="module")
+def trained(backend):
+    return workbench.load("tiny", backend=backend, device="cpu")
 
-    class OracleDrafts(TorchSpeculation):
-        def draft(self, token, k):
-            real = super().draft(token, k)
-            g = self.start - prompt_len  # the index, among the generated tokens, of `token`
-            ids = [plain_ids[g + 1 + j] if g + 1 + j < len(plain_ids) else 0 for j in range(k)]
-            ids = [(t + 1) % model.spec.vocab_size if wrong(g, j) else t for j, t in enumerate(ids)]
-            self._drafts = real.new_tensor(ids)
-            return self._drafts
 
-    engine = model.engine
-    return lambda cache: OracleDrafts(engine, cache, "transformers.models.qwen3_5_moe.modeling_qwen3_5_moe")
+def device_array(model, values, dtype="int"):
+    """`values` as the model's framework's array (what its speculation and sampler take)."""
+    if model.backend == "mlx":
+        import mlx.core as mx
+        return mx.array(np.asarray(values), dtype=mx.int32 if dtype == "int" else mx.float32)
+    import torch
+    return torch.tensor(np.asarray(values), dtype=torch.long if dtype == "int" else torch.float32)
+
+
+class OracleDrafts:
+    """A backend's own speculation whose draft ids are the plain greedy continuation (a wrong token
+    where `wrong(g, j)`: g the generated index of the token drafted after, j its draft position).
+    The MTP layer still runs; only the ids it proposes are replaced."""
+
+    def __init__(self, model, inner, plain_ids, wrong):
+        self.model, self.inner, self.plain_ids, self.wrong = model, inner, plain_ids, wrong
+        self.g = 0  # the index, among the generated tokens, of the last token produced
+
+    def __getattr__(self, name):  # cache, verify, close: the backend's own
+        return getattr(self.inner, name)
+
+    def draft(self, token, k):
+        self.inner.draft(token, k)
+        g, plain = self.g, self.plain_ids
+        ids = [plain[g + 1 + j] if g + 1 + j < len(plain) else 0 for j in range(k)]
+        ids = [(t + 1) % self.model.spec.vocab_size if self.wrong(g, j) else t for j, t in enumerate(ids)]
+        self.inner._drafts = device_array(self.model, ids)
+        return self.inner._drafts
+
+    def accept(self, n):
+        self.inner.accept(n)
+        self.g += n + 1
+
+
+def oracle(model, plain_ids: list[int], wrong=lambda g, j: (5 * g + j) % 7 == 0):
+    """A replacement for `model.engine.speculation` that drafts through `OracleDrafts`."""
+    real = type(model.engine).speculation
+    return lambda cache, probe=None: OracleDrafts(model, real(model.engine, cache, probe), plain_ids, wrong)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_greedy_equals_plain_with_every_acceptance_length(rand, monkeypatch, k):
     prompt = PROMPTS[k % len(PROMPTS)]
     plain = rand.generate(prompt, max_new_tokens=130, ignore_eos=True)
-    monkeypatch.setattr(rand.engine, "speculation",
-                        oracle(rand, plain.token_ids.tolist(), len(plain.prompt_ids)))
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
     spec = rand.generate(prompt, max_new_tokens=130, ignore_eos=True, speculative=k)
     assert spec.token_ids.tolist() == plain.token_ids.tolist()
     assert spec.text == plain.text
@@ -136,8 +162,8 @@ def test_two_threads_speculating_on_one_model(rand):
 
 
 def test_another_model_of_the_same_architecture_runs_beside_a_speculating_one(rand, trained):
-    """Both share transformers' modeling module, where the verify swaps the delta rule: the other
-    model's prefills (and its traces) must not go through it."""
+    """Both share transformers' (or mlx-lm's) modeling module, where the verify swaps the delta
+    rule: the other model's prefills (and its traces) must not go through it."""
     long = "def parse(tokens):\n" * 12
     want_spec = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True).token_ids.tolist()
     want_other = [trained.generate(long + str(i), max_new_tokens=2, ignore_eos=True).token_ids.tolist() for i in range(12)]
@@ -164,8 +190,51 @@ def test_another_model_of_the_same_architecture_runs_beside_a_speculating_one(ra
         t.join()
     assert not errors, errors
     assert got["spec"] == want_spec and got["other"] == want_other
-    import transformers.models.qwen3_5_moe.modeling_qwen3_5_moe as modeling
-    assert "stepwise" not in modeling.torch_chunk_gated_delta_rule.__name__
+    if rand.backend == "mlx":
+        import mlx_lm.models.qwen3_5 as modeling
+        assert modeling.gated_delta_update.__name__ == "gated_delta_update"
+    else:
+        import transformers.models.qwen3_5_moe.modeling_qwen3_5_moe as modeling
+        assert "stepwise" not in modeling.torch_chunk_gated_delta_rule.__name__
+
+
+def _trace():
+    return workbench.Trace(routing=True, router_probs=True,
+                           deltanet=workbench.DeltaNetCapture(states=list(range(0, 48, 4)), layers=[0, 2],
+                                                              inputs=True))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_traces_hold_the_accepted_tokens_only_in_order(rand, monkeypatch, k):
+    """Every verify reads rejected drafts too; the records must be plain decoding's all the same,
+    after every acceptance length (oracle drafts), row for row."""
+    plain = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True, trace=_trace())
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
+    spec = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True, trace=_trace(), speculative=k)
+    assert spec.token_ids.tolist() == plain.token_ids.tolist()
+    assert 0 < spec.stats.accepted_tokens < spec.stats.draft_tokens
+    for name, fields in (("routing", ("experts", "weights", "shared_gate", "probs", "token_ids")),
+                         ("deltanet", ("decay", "beta", "state_norm", "final_state", "states", "state_tokens",
+                                       "queries", "keys", "values", "token_ids"))):
+        a, b = getattr(plain, name), getattr(spec, name)
+        for f in fields:
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.shape == y.shape, (name, f, x.shape, y.shape)
+            if x.dtype.kind == "f":
+                np.testing.assert_allclose(y, x, atol=2e-5, err_msg=f"{name}.{f}")
+            else:
+                assert np.array_equal(x, y), (name, f)
+
+
+def test_interventions_act_as_without_speculation(rand, monkeypatch):
+    change = workbench.Intervention(disable={3: [0, 1, 2, 3, 4]}, force={1: 9}, positions=list(range(8, 30)))
+    kw = dict(max_new_tokens=40, ignore_eos=True, intervene=change, trace=workbench.Trace(routing=True))
+    plain = rand.generate(PROMPTS[2], **kw)
+    assert plain.token_ids.tolist() != rand.generate(PROMPTS[2], max_new_tokens=40, ignore_eos=True).token_ids.tolist()
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
+    spec = rand.generate(PROMPTS[2], speculative=2, **kw)
+    assert spec.token_ids.tolist() == plain.token_ids.tolist()
+    assert np.array_equal(spec.routing.experts, plain.routing.experts)
 
 
 def test_prompt_cache_entry_left_by_speculation_continues_plainly(rand):
@@ -185,23 +254,21 @@ def test_the_acceptance_rule_keeps_the_models_distribution(rand, draft):
     """The token a verify row yields, over many seeds, is distributed as the request's own
     distribution p (temperature 0.8, top-k 6), whether the draft is likely, unlikely or outside
     top-k: accepted with probability p(d), otherwise drawn from p without d."""
-    import torch
-
     from workbench.sampling import SamplingParams
 
-    logits = torch.tensor([3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0] + [-4.0] * 8)
-    scaled = logits[:6] / 0.8
-    p = torch.softmax(scaled, 0).numpy()
+    row = np.array([3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0] + [-4.0] * 8)
+    p = np.exp(row[:6] / 0.8) / np.exp(row[:6] / 0.8).sum()
     d = {"likely": 0, "unlikely": 4, "filtered out": 7}[draft]
-    n, first = 20_000, np.zeros(len(logits))
+    n, first = 20_000 if rand.backend == "torch" else 8_000, np.zeros(len(row))
     sampler = rand.engine.make_sampler(SamplingParams(temperature=0.8, top_k=6, seed=1))
+    logits, drafts = device_array(rand, [row, row], "float"), device_array(rand, [d])
     for _ in range(n):
-        out = sampler.verify(torch.stack([logits, logits]), torch.tensor([d]))
+        out = sampler.verify(logits, drafts)
         first[out[0]] += 1
         assert len(out) == (2 if out[0] == d else 1)
     assert first[6:].sum() == 0
     tv = 0.5 * np.abs(first[:6] / n - p).sum()
-    assert tv < 0.015, (draft, first[:6] / n, p)
+    assert tv < (0.015 if n >= 20_000 else 0.025), (draft, first[:6] / n, p)
 
 
 def test_seeded_speculative_sampling_is_reproducible(rand):
@@ -213,17 +280,15 @@ def test_bad_requests_say_what_to_do(rand, trained):
     for bad in (5, -1, 1.5, True, "2"):
         with pytest.raises(WorkbenchError, match="speculative="):
             rand.generate("x", max_new_tokens=4, speculative=bad)
-    with pytest.raises(WorkbenchError, match="trace= or intervene="):
-        rand.generate("x", max_new_tokens=4, speculative=2, trace=workbench.Trace(routing=True))
     assert rand.generate("x", max_new_tokens=4, speculative=0).stats.verify_steps == 0
-    dense = workbench.load("tiny-dense", backend="torch", device="cpu")
+    dense = workbench.load("tiny-dense", backend=rand.backend, device="cpu")
     if not dense.has_mtp:
         with pytest.raises(WorkbenchError, match="multi-token-prediction"):
             dense.generate("x", max_new_tokens=4, speculative=2)
     assert len(rand.generate("x", max_new_tokens=4).token_ids) == 4  # still usable
 
 
-def test_a_checkpoint_without_or_with_a_broken_mtp_layer(tmp_path):
+def test_a_checkpoint_without_or_with_a_broken_mtp_layer(tmp_path, backend):
     import json
     import shutil
 
@@ -239,13 +304,13 @@ def test_a_checkpoint_without_or_with_a_broken_mtp_layer(tmp_path):
         drop = [k for k in weights if k.startswith("mtp.")] if case == "stripped" else ["mtp.fc.weight"]
         save_file({k: v for k, v in weights.items() if k not in drop}, str(folder / "model.safetensors"))
         if case == "stripped":
-            model = workbench.load(folder, backend="torch", device="cpu")
+            model = workbench.load(folder, backend=backend, device="cpu")
             assert not model.has_mtp and json.loads((folder / "config.json").read_text())["text_config"][
                 "mtp_num_hidden_layers"] == 1  # declared, but not there
             with pytest.raises(WorkbenchError, match="no mtp.* tensors"):
                 model.generate("x", max_new_tokens=4, speculative=1)
         else:  # the text model is whole: it loads and runs; drafting names the hole
-            model = workbench.load(folder, backend="torch", device="cpu")
+            model = workbench.load(folder, backend=backend, device="cpu")
             assert model.has_mtp and model.engine._mtp_layer is None  # nothing read before it is used
             for _ in range(2):  # a failed load is not remembered as a layer
                 with pytest.raises(WorkbenchError, match="mtp.fc.weight"):
@@ -270,7 +335,7 @@ def test_figures_show_what_the_drafts_did(rand, monkeypatch):
     from workbench.figures import speculative as fs
 
     plain = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True)
-    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist(), len(plain.prompt_ids)))
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
     g = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True, speculative=3)
     drafted = g.stats.drafted
     assert len(drafted) == 40 and drafted.sum() == g.stats.accepted_tokens and not drafted[0]
@@ -287,18 +352,96 @@ def test_figures_show_what_the_drafts_did(rand, monkeypatch):
         fs.drafted_tokens(tokens[:-1], drafted)
 
 
-@pytest.mark.parametrize("backend", ["mlx", "llamacpp"])
-def test_backends_that_cannot_speculate_yet_say_so(backend):
-    if backend == "mlx":
-        model = workbench.load("tiny-random", backend="mlx", device="cpu")
-        want = "mlx backend cannot decode speculatively yet"
-    else:
-        from selection import gguf_copy
-        model = workbench.load(str(gguf_copy("F32")))
-        want = "speculative=2 needs a draft layer"
+def test_a_backend_that_cannot_speculate_yet_says_so():
+    from selection import gguf_copy
+    model = workbench.load(str(gguf_copy("F32")))
+    want = "speculative=2 needs a draft layer"
     assert not model.has_mtp
     with pytest.raises(WorkbenchError, match=want):
         model.generate("x", max_new_tokens=4, speculative=2)
     with pytest.raises(WorkbenchError, match=want):
         workbench.bench(model, prompt_tokens=4, new_tokens=2, repeats=1, speculative=2)
     assert len(model.generate("x", max_new_tokens=4, ignore_eos=True).token_ids) == 4
+
+
+def test_the_default_is_off_on_a_cpu_and_settable(rand):
+    """`model.speculative` is what `generate` does without `speculative=`: 0 on a CPU (measured
+    slower or even there), 2 on Metal with an MTP layer; a bad value is refused and changes nothing."""
+    assert rand.device == "cpu" and rand.speculative == 0
+    assert rand.generate("x", max_new_tokens=8, ignore_eos=True).stats.verify_steps == 0
+    try:
+        rand.speculative = 2
+        g = rand.generate(PROMPTS[0], max_new_tokens=8, ignore_eos=True)
+        assert g.stats.verify_steps > 0 and "k=2" in g.stats.decode_path
+        assert rand.generate(PROMPTS[0], max_new_tokens=8, ignore_eos=True, speculative=0).stats.verify_steps == 0
+        with pytest.raises(WorkbenchError, match="speculative=5"):
+            rand.speculative = 5
+        assert rand.speculative == 2
+    finally:
+        rand.speculative = 0
+
+
+def test_mlx_and_torch_mtp_layers_compute_the_same_drafts():
+    """The two backends load the same `mtp.*` tensors into their own classes (norm offsets, fused
+    experts): on the same hidden states and tokens, the layer's outputs and drafts agree."""
+    import mlx.core as mx
+    import torch
+    from mlx_lm.models.cache import KVCache
+    from transformers import DynamicCache
+
+    on_torch = workbench.load("tiny", backend="torch", device="cpu")
+    on_mlx = workbench.load("tiny", backend="mlx", device="cpu")
+    ids = np.asarray(on_torch.tokenizer.encode("def add(a, b):\n    return a + b\n\ndef sub(a, b):\n"))
+    with torch.inference_mode():
+        hidden = on_torch.engine.model.model(input_ids=torch.as_tensor(ids)[None]).last_hidden_state[0]
+        head = on_torch.engine.mtp
+        want = head(torch.as_tensor(ids[1:]), hidden[:-1], torch.arange(len(ids) - 1), DynamicCache())
+        want_drafts = head.logits(want).argmax(-1).numpy()
+    got = on_mlx.engine.mtp(mx.array(ids[1:]), mx.array(hidden[:-1].numpy()), KVCache())
+    np.testing.assert_allclose(np.array(got), want.numpy(), atol=1e-4)
+    assert np.array_equal(np.array(on_mlx.engine.mtp.logits(got).argmax(-1)), want_drafts)
+
+
+def _chi_square_p(a: dict, b: dict) -> float:
+    """p-value of a two-sample chi-square test that counts `a` and `b` ({outcome: n}) come from one
+    distribution (Wilson-Hilferty approximation of the chi-square tail; rare outcomes pooled)."""
+    import math
+
+    outcomes = sorted(set(a) | set(b))
+    na, nb = sum(a.values()), sum(b.values())
+    common = [o for o in outcomes if a.get(o, 0) + b.get(o, 0) >= 10]
+    rows = [(a.get(o, 0), b.get(o, 0)) for o in common]
+    rows.append((na - sum(r[0] for r in rows), nb - sum(r[1] for r in rows)))  # the pooled rest
+    rows = [r for r in rows if sum(r)]
+    stat = 0.0
+    for x, y in rows:
+        total = x + y
+        for observed, n in ((x, na), (y, nb)):
+            expected = total * n / (na + nb)
+            stat += (observed - expected) ** 2 / expected
+    df = len(rows) - 1
+    if df < 1:
+        return 1.0
+    z = ((stat / df) ** (1 / 3) - (1 - 2 / (9 * df))) / math.sqrt(2 / (9 * df))
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def test_seeded_speculative_sampling_has_plain_samplings_distribution(trained):
+    """End to end: the first three tokens after a prompt, sampled with 250 seeds, have the same
+    distribution with a draft (token 1 from the prefill; token 2 the draft kept with probability
+    p(d), or a correction drawn from p without d; token 3 the verify's next token after a kept
+    draft) as without."""
+    from collections import Counter
+
+    ids = trained.tokenizer.encode("The weather in Lisbon today is")
+    kw = dict(max_new_tokens=3, temperature=1.0, top_k=4, ignore_eos=True)
+    plain, spec, kept, dropped = Counter(), Counter(), 0, 0
+    for seed in range(250):
+        plain[tuple(trained.generate(ids, seed=seed, **kw).token_ids.tolist())] += 1
+        g = trained.generate(ids, seed=10_000 + seed, speculative=1, **kw)
+        spec[tuple(g.token_ids.tolist())] += 1
+        kept += g.stats.accepted_tokens
+        dropped += g.stats.draft_tokens - g.stats.accepted_tokens
+    assert kept > 50 and dropped > 50, "both branches of the rule must be exercised"
+    assert len(plain) > 5, "a spread-out distribution, or the test says nothing"
+    assert _chi_square_p(plain, spec) > 0.001, (plain.most_common(8), spec.most_common(8))

@@ -17,6 +17,7 @@ from .errors import WorkbenchError
 
 # Weights of the checkpoint that the text model does not load.
 IGNORED_PREFIXES = ("mtp.", "model.visual.", "visual.", "vision_tower.", "model.mtp.")
+MTP_PREFIXES = ("mtp.", "model.mtp.")
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -43,6 +44,44 @@ def weight_files(folder: Path) -> list[Path]:
     for f in files:
         _check_safetensors(f)
     return files
+
+
+def mtp_tensors(folder: Path, layers: int) -> dict[str, tuple[Path, str]]:
+    """Where the checkpoint's first multi-token-prediction layer lies: {name without the `mtp.`
+    prefix: (file, key)}, from the safetensors headers alone (no tensor is read, no framework
+    needed). Empty when config.json declares none (`layers` = mtp_num_hidden_layers) or the weight
+    files hold none (many quantized re-uploads strip them)."""
+    if layers < 1:
+        return {}
+    found: dict[str, tuple[Path, str]] = {}
+    for f in weight_files(folder):
+        for key in tensor_shapes(f):
+            prefix = next((p for p in MTP_PREFIXES if key.startswith(p)), None)
+            # Only the first MTP layer: every released Qwen3.5 has one, and drafts reuse it.
+            if prefix and not (key.startswith(prefix + "layers.") and not key.startswith(prefix + "layers.0.")):
+                found[key[len(prefix):]] = (f, key)
+    return found
+
+
+def check_mtp_tensors(folder: Path, expected: dict[str, tuple], found: dict[str, tuple]) -> None:
+    """Raise when the MTP layer's tensors ({name without the prefix: shape}) are not all `found` at
+    the shapes config.json gives (`expected`), naming what is wrong."""
+    missing = sorted(set(expected) - set(found))
+    bad = sorted(k for k in expected if k in found and tuple(found[k]) != tuple(expected[k]))
+    if not (missing or bad):
+        return
+    parts = ([f"missing: {', '.join('mtp.' + k for k in missing[:6])}"] if missing else []) + \
+            ([f"shapes that disagree with config.json: {', '.join('mtp.' + k for k in bad[:6])}"] if bad else [])
+    raise WorkbenchError(f"the multi-token-prediction weights in {folder} are incomplete ({'; '.join(parts)}). "
+                         "Download the checkpoint again; without them, generate without speculative=.")
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} of one safetensors file, from its header (nothing else is read)."""
+    with Path(path).open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
 
 
 def _check_safetensors(path: Path) -> None:

@@ -209,7 +209,7 @@ class DecodeLoop:
         if self.speculative:
             self._decode_path += f" + MTP speculation (k={self.speculative})"
             with backend.lock:
-                speculation = backend.speculation(cache)
+                speculation = backend.speculation(cache, self.probe)
             try:
                 yield from self._speculate(speculation, sampler, decoder)
             finally:

@@ -17,6 +17,10 @@ from .thinking import ThinkingTracker, prompt_opens_thinking, split_thinking
 from .tokenizer import Tokenizer
 from .trace import Intervention, Trace
 
+# Draft tokens per step by default where speculation pays (see Model.speculative); Qwen's and
+# vLLM's own examples for Qwen3.5's MTP layer use 2 or 3.
+DEFAULT_DRAFTS = 2
+
 
 class Chunk(str):
     """A piece of streamed text; `.thinking` says whether it belongs to the reasoning part."""
@@ -77,6 +81,10 @@ class Model:
         self._context = context
         # Caches of earlier generations that chat turns and tool rounds continue from (prompt_cache.py).
         self.prompt_cache = PromptCache()
+        # Speculation runs the reference cache, so where plain decoding has a faster path (torch's
+        # CUDA graphs) it stays the default until the two are measured side by side.
+        pays = engine.device != "cpu" and not engine.fast_decode
+        self._speculative = DEFAULT_DRAFTS if self.has_mtp and pays else 0
 
     # ---- what it is ---------------------------------------------------------------------
     @property
@@ -109,6 +117,21 @@ class Model:
             raise WorkbenchError(f"the {self.backend} backend has no fast decode path for "
                                  f"{self.spec.architecture}; it decodes with {self.kernels['decode']!r}.")
         self.engine.fast_decode = bool(on)
+
+    @property
+    def speculative(self) -> int:
+        """Draft tokens per step when `generate`/`stream`/`chat` get no `speculative=` (0: plain
+        decoding). 2 on a GPU when the checkpoint has an MTP layer (MLX on Metal): a verify of 3
+        tokens reads the weights about once, as one plain step does, so each accepted draft is
+        nearly free. 0 on a CPU, where decode is compute-bound and a 3-token verify plus 2 draft
+        steps costs 1.3-1.8x a plain step (measured with `tiny`, scripts/bench_speculative.py); 0
+        where plain decoding has a fast path speculation cannot take yet (torch's CUDA graphs,
+        `fast_decode`); 0 without an MTP layer. Set 1..4 (or 0) to change it for this model."""
+        return self._speculative
+
+    @speculative.setter
+    def speculative(self, k: int) -> None:
+        self._speculative = self._checked_speculative(0 if k is None else k)
 
     @property
     def context_length(self) -> int:
@@ -168,9 +191,10 @@ class Model:
         earlier generation whose tokens begin this prompt and keeps this one's (`model.prompt_cache`;
         on by default in `chat`): the output is the same, the prefill shorter.
         `speculative=k` (1..4) drafts k tokens per step with the checkpoint's multi-token-prediction
-        layer and verifies them in one forward (`model.has_mtp`; torch backend; off by default):
-        greedy output is the same token for token, sampled output has the same distribution;
-        `.stats` counts the drafts proposed and accepted.
+        layer and verifies them in one forward (`model.has_mtp`; torch and MLX; 0: off; by default
+        `model.speculative`: 2 with an MTP layer on Metal, else 0):
+        greedy output is the same token for token, sampled output has the same distribution, and
+        traces hold the accepted tokens only; `.stats` counts the drafts proposed and accepted.
         """
         stream = self.stream(prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_p=top_p, top_k=top_k, min_p=min_p, presence_penalty=presence_penalty,
@@ -199,7 +223,7 @@ class Model:
         budget = min(max_new_tokens, room)
         # Checked before anything runs: a bad or oversized request costs nothing.
         plan = plan_probes(self.spec, trace, intervene, len(ids) + budget)
-        drafts = self._checked_speculative(speculative, plan.active)
+        drafts = self._checked_speculative(speculative)
         probe = self.engine.probe(plan) if plan.active else None
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
         loop = DecodeLoop(self.engine, self.tokenizer, ids, budget, sampling,
@@ -246,28 +270,27 @@ class Model:
         and the weights may still be absent, as in many quantized re-uploads)."""
         return self.engine.has_mtp
 
-    def _checked_speculative(self, speculative, tracing: bool) -> int:
-        """`speculative=` as the number of drafts per step (0: off), or a WorkbenchError saying why not."""
-        if speculative is None or (speculative == 0 and not isinstance(speculative, bool)):
+    def _checked_speculative(self, speculative) -> int:
+        """`speculative=` as the number of drafts per step (0: off; None: `self.speculative`), or a
+        WorkbenchError saying why not."""
+        if speculative is None:
+            return self._speculative
+        if speculative == 0 and not isinstance(speculative, bool):
             return 0
         if isinstance(speculative, bool) or not isinstance(speculative, (int, np.integer)) or not 1 <= speculative <= 4:
             raise WorkbenchError(f"speculative={speculative!r} is invalid: give the number of draft tokens per "
-                                 "step, 1 to 4 (None or 0: off).")
+                                 "step, 1 to 4 (0: off; None: the model's default, model.speculative).")
         if not self.has_mtp:
             if not self.spec.mtp_num_hidden_layers:
                 why = (f"{self.path.name} has no multi-token-prediction layer (config.json: "
                        "mtp_num_hidden_layers is 0 or absent)")
             elif not self.engine.speculates:
-                why = f"the {self.backend} backend cannot decode speculatively yet (load with backend='torch')"
+                why = f"the {self.backend} backend cannot decode speculatively yet (load with backend='torch' or 'mlx')"
             else:
                 why = (f"{self.path.name} declares a multi-token-prediction layer but its weight files hold no "
                        "mtp.* tensors (quantized re-uploads often strip them)")
             raise WorkbenchError(f"speculative={speculative} needs a draft layer: {why}. Generate without "
                                  "speculative=.")
-        if tracing:
-            raise WorkbenchError("speculative decoding does not run with trace= or intervene= yet: a probe would "
-                                 "see the rejected drafts too. Trace without speculative= (the tokens are the same "
-                                 "for greedy decoding).")
         return int(speculative)
 
     def prompt_ids(self, prompt: Any, thinking: bool = True, tools: list[dict] | None = None,

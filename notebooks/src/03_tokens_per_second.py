@@ -126,6 +126,15 @@ print(f"{s.accepted_tokens} of {s.draft_tokens} drafts accepted; {s.mean_accepte
 print("accepted at draft position 1, 2, 3:", [f"{a:.0%}" for a in s.acceptance_by_position])
 
 # %% [markdown]
+# Traces and interventions work as without drafts: the verify forward reads rejected drafts too, and the records forget them, so a trace holds the accepted tokens only, in order. The MLX backend drafts and rolls back the same way (`workbench.load("tiny", backend="mlx")`). Without `speculative=`, `generate` uses `model.speculative`: 2 on Metal when the checkpoint has an MTP layer, 0 on a CPU (below: why) and where torch decodes with CUDA graphs.
+
+# %%
+traced = model.generate(ids, max_new_tokens=48, speculative=3, trace=workbench.Trace(routing=True))
+plain_traced = model.generate(ids, max_new_tokens=48, trace=workbench.Trace(routing=True))
+print("same routing records as plain decoding:", (traced.routing.experts == plain_traced.routing.experts).all())
+print("model.speculative on this", model.device, "=", model.speculative)
+
+# %% [markdown]
 # Green tokens were accepted drafts; grey ones the verify forward sampled itself (the first token, each correction, the token after a fully accepted run):
 
 # %%
@@ -151,7 +160,7 @@ fsp.acceptance(by_kind)
 import pandas as pd
 
 runs = pd.concat([workbench.bench(model, prompt_tokens=0, new_tokens=48, repeats=3, speculative=k)
-                  for k in (None, 1, 2, 3)], ignore_index=True)
+                  for k in (0, 1, 2, 3)], ignore_index=True)
 display(runs[["test", "speculative", "t/s", "t/s std", "tokens/verify", "latency_ms_median"]].round(2))
 
 # %% [markdown]

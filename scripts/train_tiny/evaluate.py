@@ -218,27 +218,57 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
+def _mtp_rounds(training: dict) -> list[dict]:
+    """train_mtp.py's runs in order (a checkpoint from before rounds were kept holds one)."""
+    m = training.get("mtp") or {}
+    return m.get("rounds", [m] if m else [])
+
+
+def _mtp_commands(training: dict) -> str:
+    """The train_mtp.py command of each MTP run, in order."""
+    return "\n".join(
+        f"python scripts/train_tiny/train_mtp.py --model workbench/checkpoints/tiny --minutes {m['minutes']:g} "
+        f"--lr {m['lr']:g} --target {m.get('target', 'data')} --chain {','.join(f'{w:g}' for w in m.get('chain', [1.0]))}"
+        for m in _mtp_rounds(training))
+
+
 def _mtp_section(training: dict) -> str:
     """The MTP layer's training and its acceptance on held-out text (train_mtp.py), or ''."""
-    m = training.get("mtp")
-    if not m:
+    rounds = _mtp_rounds(training)
+    if not rounds:
         return ""
-    rows = []
-    for when in ("before", "after"):
-        for kind, a in m["held_out_acceptance"][when].items():
+
+    def row(when: str, acceptance: dict) -> list[str]:
+        out = []
+        for kind, a in acceptance.items():
             shares = " / ".join(_pct(x) if x is not None else "-" for x in a["acceptance_by_position"])
-            rows.append(f"| {when} | {kind} ({a['prompts']} prompts) | {shares} | {a['tokens_per_verify']:.2f} |")
-    last = float(np.mean([c["loss"] for c in m["curve"][-5:]]))
+            out.append(f"| {when} | {kind} ({a['prompts']} prompts) | {shares} | {a['tokens_per_verify']:.2f} |")
+        return out
+
+    rows = row("untrained", rounds[0]["held_out_acceptance"]["before"])
+    runs = []
+    for i, m in enumerate(rounds, start=1):
+        target = m.get("target", "data")
+        chain = m.get("chain", [1.0])
+        last = float(np.mean([c["loss"] for c in m["curve"][-5:]]))
+        what = ("the data's token after next" if target == "data" else
+                "the text model's own distribution over the token after next (self-distillation)")
+        steps = "one draft step" if len(chain) == 1 else f"{len(chain)} chained draft steps weighted {' / '.join(f'{w:g}' for w in chain)}"
+        runs.append(f"{i}. {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens, {m['minutes']:g} minutes, peak lr "
+                    f"{m['lr']:g}: learns {what}, {steps}; loss {last:.2f} over its last five logged batches.")
+        rows += row(f"after run {i}", m["held_out_acceptance"]["after"])
+    first = rounds[-1]["held_out_acceptance"]["after"]["code"]
     return f"""
 ## MTP layer (`scripts/train_tiny/train_mtp.py`)
-The multi-token-prediction layer (`mtp.*`, what `speculative=k` drafts with) trained with the text
-model frozen: {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens (train.py's rows, another draw), {m['minutes']:g} minutes,
-peak lr {m['lr']:g}, loss {last:.2f} over its last five logged batches (predicting the token after next;
-code rows are much harder than chat rows). Acceptance: greedy
-speculative decoding with {m['held_out_acceptance']['after']['code']['drafts']} drafts per step, {m['held_out_acceptance']['after']['code']['new_tokens_each']} new tokens per prompt, on
-held-out requests (chat template, thinking off) and the openings of held-out standard-library files;
-the share of drafts accepted at draft position 1 / 2 / 3, and the tokens each verify forward yields.
-"Before" is the untrained layer.
+The multi-token-prediction layer (`mtp.*`, what `speculative=k` drafts with), trained with the text
+model frozen on train.py's rows (another draw), each run continuing from the last:
+{chr(10).join(runs)}
+
+Acceptance: greedy speculative decoding with {first['drafts']} drafts per step, {first['new_tokens_each']} new tokens per
+prompt, on held-out requests (chat template, thinking off) and the openings of held-out
+standard-library files; the share of drafts accepted at draft position 1 / 2 / 3 (a draft counts as
+proposed whenever it was drafted, so later positions read lower), and the tokens each verify
+forward yields.
 
 | | prompts | accepted at position 1 / 2 / 3 | tokens per verify |
 |---|---|---|---|
@@ -373,7 +403,7 @@ python /tmp/at-cb46bb5/scripts/train_tiny/train.py --init /tmp/stage2-snapshot -
 python scripts/train_tiny/train.py --init /tmp/stage3 --out workbench/checkpoints/tiny \\
     --minutes {training['minutes']:.0f} --drill-minutes {training['drills']['minutes']:g} --drill-every {training['drills']['then_every']} --lr {training['lr']:g}
 python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny
-python scripts/train_tiny/train_mtp.py --model workbench/checkpoints/tiny --minutes {training.get('mtp', {}).get('minutes', 15):g}
+{_mtp_commands(training)}
 python scripts/train_tiny/evaluate.py --card-only workbench/checkpoints/tiny  # the card with the MTP section
 ```
 """

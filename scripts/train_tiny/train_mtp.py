@@ -4,11 +4,13 @@
 
 The layer is the one the workbench drafts with (workbench/backends/torch_mtp.py, loaded from the
 checkpoint): for each position i it reads the text model's final hidden state h[i] and the next
-token t[i+1] and learns to predict t[i+2] through the shared lm_head. The rows are train.py's
+token t[i+1] and learns to predict t[i+2] through the shared lm_head: by default the text model's
+own distribution there (`--target model`), or the data's token (`--target data`). The rows are train.py's
 (every conversation whole, code filling the rest), the loss counts what the assistant writes and
 the code, as in train.py (tool calls 1x here: the draft should follow the text as it comes).
 The text model's weights are not touched: only the `mtp.*` tensors of model.safetensors change.
 
+A run continues from the layer the checkpoint holds (its rounds are kept in order in training.json).
 Then it measures what matters, on text the model was not trained on: greedy speculative decoding
 with 3 drafts on held-out conversations and held-out standard-library files, the share of
 drafts accepted at each draft position, and writes it with the settings and loss curve under "mtp"
@@ -38,22 +40,36 @@ LR = 2e-3
 DRAFTS = 3
 
 
-def mtp_loss(lm, head, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the head's predictions of t[i+2] over rows `ids [B, T]` (loss weights
-    `[B, T]`, read at the predicted token)."""
+def mtp_loss(lm, head, ids: torch.Tensor, weight: torch.Tensor, target: str = "model",
+             chain: tuple[float, ...] = (1.0,)) -> torch.Tensor:
+    """Weighted cross-entropy of the head's predictions over rows `ids [B, T]` (loss weights `[B, T]`,
+    read at the predicted token). Step 1 predicts t[i+2] from (h[i], t[i+1]); step s > 1 predicts
+    t[i+s+1] from the head's own step s-1 output and t[i+s], as chained drafts do; `chain` weighs
+    the steps (FastMTP-style shared-weight recursion). `target`: "data" learns the text's own token;
+    "model" the text model's distribution there (its logits one position earlier), which is what a
+    draft is judged against: a verify accepts the text model's choice, not the data's
+    (self-distillation, as Medusa-2 and EAGLE train their heads)."""
     from transformers import DynamicCache
 
     with torch.no_grad():
         hidden = lm.model(input_ids=ids, use_cache=False).last_hidden_state      # [B, T, H]
+        teacher = torch.log_softmax(lm.lm_head(hidden).float(), -1) if target == "model" else None
     total, count = 0.0, 0.0
-    positions = torch.arange(ids.shape[1] - 1)
+    n = ids.shape[1]
     for b in range(ids.shape[0]):  # the head takes one sequence (its own cache, as when drafting)
-        out = head(ids[b, 1:], hidden[b, :-1], positions, DynamicCache())         # [T - 1, H]
-        logits = head.logits(out[:-1]).float()                                   # predicts t[2:]
-        w = (weight[b, 2:] > 0).float()
-        loss = torch.nn.functional.cross_entropy(logits, ids[b, 2:], reduction="none")
-        total = total + (loss * w).sum()
-        count += float(w.sum())
+        prev = hidden[b, :-1]                                                    # [T - 1, H] at positions 0..
+        for s, share in enumerate(chain, start=1):
+            # rows j = 0..T-1-s: position j + s - 1, reading (prev[j], t[j + s]), predicting t[j + s + 1]
+            out = head(ids[b, s:], prev[:n - s], torch.arange(s - 1, n - 1), DynamicCache())   # [T - s, H]
+            logits = head.logits(out[:-1]).float()                                # predicts t[s + 1:]
+            w = (weight[b, s + 1:] > 0).float()
+            if teacher is None:
+                loss = torch.nn.functional.cross_entropy(logits, ids[b, s + 1:], reduction="none")
+            else:  # cross-entropy against the teacher's distribution (its KL up to a constant)
+                loss = -(teacher[b, s:-1].exp() * torch.log_softmax(logits, -1)).sum(-1)
+            total = total + share * (loss * w).sum()
+            count += share * float(w.sum())
+            prev = out
     return total / max(count, 1.0)
 
 
@@ -102,7 +118,11 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15)
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--eval-prompts", type=int, default=40)
+    ap.add_argument("--chain", default="0.6,0.4", help="loss weight of each chained draft step, comma-separated")
+    ap.add_argument("--target", choices=["model", "data"], default="model",
+                    help="learn the text model's own next-next distribution (default) or the data's token")
     args = ap.parse_args()
+    chain = tuple(float(x) for x in args.chain.split(","))
     from tokenizers import Tokenizer
 
     import workbench
@@ -141,7 +161,7 @@ def main() -> None:
         for g in opt.param_groups:
             g["lr"] = lr
         idx = order[(step * BATCH) % len(rows):][:BATCH]
-        loss = mtp_loss(lm, head, rows[idx], weights[idx])
+        loss = mtp_loss(lm, head, rows[idx], weights[idx], args.target, chain)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -158,9 +178,13 @@ def main() -> None:
     print("after", json.dumps(after), flush=True)
     save_head(folder, head)
     training = json.loads((folder / "training.json").read_text())
-    training["mtp"] = {"steps": step, "batch": BATCH, "seq": SEQ, "lr": args.lr, "minutes": args.minutes,
-                       "seed": SEED + 5, "text_model": "frozen", "curve": curve,
-                       "held_out_acceptance": {"before": before, "after": after}}
+    this = {"steps": step, "batch": BATCH, "seq": SEQ, "lr": args.lr, "minutes": args.minutes, "seed": SEED + 5,
+            "text_model": "frozen", "target": args.target, "chain": list(chain), "curve": curve,
+            "held_out_acceptance": {"before": before, "after": after}}
+    # Each run continues from the layer the checkpoint holds: the rounds are kept in order.
+    earlier = training.get("mtp", {})
+    rounds = earlier.get("rounds", [earlier] if earlier else [])
+    training["mtp"] = {"rounds": rounds + [this]}
     (folder / "training.json").write_text(json.dumps(training, indent=1) + "\n")
     print("saved", folder, flush=True)
 

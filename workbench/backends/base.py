@@ -19,7 +19,7 @@ from ..spec import ModelSpec
 
 # A sampler maps the last position's logits (device array [vocab]) to a token (device scalar). On a
 # backend that speculates it also has `verify(logits [k + 1, vocab], drafts [k]) -> list[int]`: the
-# accepted drafts and one token more (see TorchSampler.verify).
+# accepted drafts and one token more (`speculative_sampler.VerifyingSampler`).
 Sampler = Callable[[Any], Any]
 
 
@@ -39,12 +39,31 @@ class Probe(ABC):
         """Device arrays to evaluate with the next queued step (lazy frameworks); default none."""
         return []
 
+    def rollback(self, drop: int) -> None:
+        """Forget the last `drop` tokens the last forward read (a speculative verify's rejected drafts)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot forget rejected drafts")
+
 
 class Speculation(ABC):
     """One generation's speculative decoding on a backend: its cache, the draft layer's own cache and
     the hidden states that layer has not read yet. The decode loop calls, under the model's lock:
     `prefill` once, then per step `draft`, `verify` and `accept`, and `close` at the end. Device
-    values stay opaque, as in `Backend.forward`."""
+    values stay opaque, as in `Backend.forward`. A probe, when given, is hooked into the text
+    model's forwards (never the draft layer's) and told which tokens to forget."""
+
+    backend: Any
+    probe: Probe | None = None
+
+    def probed(self) -> ContextManager[None]:
+        """The probe hooked in around one forward of the text model (nothing when not tracing)."""
+        return self.probe.installed() if self.probe is not None else nullcontext()
+
+    def forget(self, drop: int, hidden: Any) -> None:
+        """After a verify: the probe forgets the `drop` rejected drafts, and what it recorded is
+        queued with `hidden` (lazy frameworks)."""
+        if self.probe is not None:
+            self.probe.rollback(drop)
+            self.backend.queue(hidden, self.probe)
 
     @abstractmethod
     def prefill(self, tokens: np.ndarray) -> Any:
@@ -93,14 +112,36 @@ class Backend(ABC):
     # What a probe can do on this backend (llama.cpp: no attention maps, no routing interventions).
     traces_attention: bool = True
     intervenes: bool = True
-    # The checkpoint's multi-token-prediction layer (None: the checkpoint has none, or this backend
-    # cannot run it yet); `has_mtp` says whether there is one without loading it.
-    mtp: Any = None
     speculates: bool = False  # whether `speculation` is implemented (it still needs an MTP layer)
+    # Where the checkpoint's multi-token-prediction layer lies (`checkpoint.mtp_tensors`; {}: none,
+    # or the backend cannot run it), set by `locate_mtp` at load; the layer is read on first use.
+    _mtp_where: dict = {}
+    _mtp_layer: Any = None
+
+    def locate_mtp(self, folder: Path) -> None:
+        """Find (not read) the checkpoint's MTP tensors, on backends that can draft with them."""
+        from ..checkpoint import mtp_tensors
+        if self.speculates:
+            self._mtp_folder, self._mtp_where = Path(folder), mtp_tensors(folder, self.spec.mtp_num_hidden_layers)
 
     @property
     def has_mtp(self) -> bool:
-        return self.mtp is not None
+        """Whether there is an MTP layer to draft with (known without reading it)."""
+        return bool(self._mtp_where)
+
+    @property
+    def mtp(self) -> Any:
+        """The MTP layer (None: none), loaded on first use: in a 35B-A3B release it is ~1.6 GB of
+        experts that plain decoding never reads. Under the model's lock, so two threads load it once."""
+        if self._mtp_layer is None and self._mtp_where:
+            with self.lock:
+                if self._mtp_layer is None:
+                    self._mtp_layer = self._load_mtp(self._mtp_folder, self._mtp_where)
+        return self._mtp_layer
+
+    def _load_mtp(self, folder: Path, where: dict) -> Any:
+        """Read the MTP layer `where` locates; a WorkbenchError when its tensors are incomplete."""
+        raise NotImplementedError(f"the {self.name} backend cannot run an MTP layer")
 
     @abstractmethod
     def new_cache(self, capacity: int | None = None, fast: bool = True) -> Any:
@@ -108,8 +149,9 @@ class Backend(ABC):
         `capacity`: the most tokens it will hold, when known (a static cache needs it); `fast`:
         whether the fast decode step may serve it (False while probing)."""
 
-    def speculation(self, cache: Any) -> Speculation:
-        """Speculative decoding over `cache` (made with `new_cache(fast=False)`) with the MTP layer."""
+    def speculation(self, cache: Any, probe: Probe | None = None) -> Speculation:
+        """Speculative decoding over `cache` (made with `new_cache(fast=False)`) with the MTP layer;
+        `probe` (when tracing) records the text model's forwards, the rejected drafts taken out."""
         raise NotImplementedError(f"the {self.name} backend cannot decode speculatively yet")
 
     def can_snapshot(self, cache: Any) -> bool:

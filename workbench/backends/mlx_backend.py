@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from ..sampling import SamplingParams
 from ..spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler, leaves
+from .speculative_sampler import VerifyingSampler
 
 try:
     import mlx.core as mx
@@ -61,6 +61,7 @@ class _CastingRMSNorm(nn.RMSNorm):
 
 class MLXBackend(Backend):
     name = "mlx"
+    speculates = True
 
     def __init__(self, model, spec: ModelSpec, device, dtype):
         self.model, self.spec = model, spec
@@ -115,6 +116,7 @@ class MLXBackend(Backend):
             mx.eval(model.parameters())
         model.eval()
         backend = cls(model, spec, target, compute)
+        backend.locate_mtp(path)
         backend.warm_up()
         return backend
 
@@ -198,34 +200,23 @@ class MLXBackend(Backend):
                 ids = tokens.reshape(1, 1)
             return self.model(ids, cache=cache)[0, -1]
 
+    def _load_mtp(self, folder, where):
+        from .mlx_mtp import load_mlx_mtp
+        with mx.stream(self._device):
+            return load_mlx_mtp(self.model, folder, where, _DTYPES[self.compute_dtype], _CastingRMSNorm)
+
+    def speculation(self, cache, probe=None):
+        from .mlx_speculation import MLXSpeculation
+        if not self.has_mtp:
+            return super().speculation(cache, probe)
+        return MLXSpeculation(self, cache, probe)
+
     def probe(self, plan):
         from .mlx_probes import MLXProbe
         return MLXProbe(self, plan)
 
     def make_sampler(self, params: SamplingParams) -> Sampler:
-        device = self._device
-        vocab = self.spec.vocab_size
-        state: dict[str, Any] = {
-            "seen": mx.zeros((vocab,), dtype=mx.float32) if params.presence_penalty else None,
-            "key": None if params.greedy else mx.random.key(
-                params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little")),
-        }
-
-        def sample(logits):
-            with mx.stream(device):
-                logits = logits.astype(mx.float32)
-                if state["seen"] is not None:
-                    logits = logits - params.presence_penalty * state["seen"]
-                if params.greedy:
-                    token = mx.argmax(logits)
-                else:
-                    state["key"], key = mx.random.split(state["key"])
-                    token = _draw(logits, params, key)
-                if state["seen"] is not None:
-                    state["seen"] = mx.maximum(state["seen"], (mx.arange(vocab) == token).astype(mx.float32))
-                return token
-
-        return sample
+        return _MLXSampler(params, self.spec.vocab_size, self._device)
 
     def hardware_name(self) -> str:
         if self._device == mx.gpu:
@@ -302,8 +293,73 @@ def _cast_weights(model, dtype) -> None:
     model.update(tree_map_with_path(cast, model.parameters()))
 
 
+class _MLXSampler(VerifyingSampler):
+    """The on-device sampler: its own seeded key and presence mask. Called with logits `[vocab]` it
+    returns a token (a lazy scalar); `verify` judges a speculative step's drafts."""
+
+    def __init__(self, params: SamplingParams, vocab: int, device):
+        self.params, self.vocab, self.device = params, vocab, device
+        self.seen = mx.zeros((vocab,), dtype=mx.float32) if params.presence_penalty else None
+        self.key = None if params.greedy else mx.random.key(
+            params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
+
+    def __call__(self, logits):
+        with mx.stream(self.device):
+            logits = self._adjusted(logits)
+            if self.params.greedy:
+                token = mx.argmax(logits)
+            else:
+                token = _draw(logits, self.params, self._next_key())
+            self._mark(token)
+            return token
+
+    def verify(self, logits, drafts):
+        with mx.stream(self.device):
+            return super().verify(logits, drafts)
+
+    def _next_key(self):
+        self.key, key = mx.random.split(self.key)
+        return key
+
+    def _ids(self, drafts):
+        return drafts.tolist()
+
+    def _row_argmaxes(self, logits):
+        return mx.argmax(logits, axis=-1).tolist()
+
+    def _adjusted(self, row):
+        row = row.astype(mx.float32)
+        return row - self.params.presence_penalty * self.seen if self.seen is not None else row
+
+    def _argmax(self, row):
+        return int(mx.argmax(row).item())
+
+    def _distribution(self, row):
+        return mx.softmax(_filtered(row, self.params))
+
+    def _probability(self, p, token):
+        return float(p[token].item())
+
+    def _uniform(self):
+        return float(mx.random.uniform(key=self._next_key()).item())
+
+    def _draw(self, p, without):
+        if without is not None:
+            p = mx.where(mx.arange(p.shape[-1]) == without, 0.0, p)
+        return int(mx.random.categorical(mx.log(p), key=self._next_key()).item())
+
+    def _mark(self, token):
+        if self.seen is not None:
+            self.seen = mx.maximum(self.seen, (mx.arange(self.vocab) == token).astype(mx.float32))
+
+
 def _draw(logits, p: SamplingParams, key):
     """Temperature, top-k, top-p, min-p, then one draw. logits: [vocab] float32."""
+    return mx.random.categorical(_filtered(logits, p), key=key)
+
+
+def _filtered(logits, p: SamplingParams):
+    """Temperature, top-k, top-p, min-p -> the logits to draw from (-inf where a token is cut)."""
     logits = logits / p.temperature
     neg_inf = mx.array(-float("inf"), dtype=logits.dtype)
     if p.top_k:
@@ -320,4 +376,4 @@ def _draw(logits, p: SamplingParams, key):
     if p.min_p:
         probs = mx.softmax(logits)
         logits = mx.where(probs < p.min_p * probs.max(), neg_inf, logits)
-    return mx.random.categorical(logits, key=key)
+    return logits

@@ -59,6 +59,11 @@ class ArrayOps(Protocol):
     lazy: bool                                                        # computes only when asked (MLX)
 
 
+# A call of at most this many tokens keeps its per-position states for `Recorder.rollback` (a
+# speculative verify reads the last token and up to 4 drafts).
+ROLLBACK_TOKENS = 8
+
+
 class Recorder:
     """One probed run's records, per layer, in torch layout ([Hv, Dk, Dv] states)."""
 
@@ -72,6 +77,9 @@ class Recorder:
         self._rows: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
         self._final: dict[int, Any] = {}
         self._state_tokens: dict[int, list[int]] = defaultdict(list)
+        # States after each position of the last short call (a speculative verify), per kept layer,
+        # so that `rollback` can put back the one where the accepted tokens end.
+        self._recent: dict[int, list] = {}
 
     # ---- positions ------------------------------------------------------------------------
     def advance(self, what: str, layer: int, n: int) -> int:
@@ -119,10 +127,13 @@ class Recorder:
             rows["values"][layer].append(value)
         wanted = plan.state_tokens or ()
         norms: list = []
+        recent = self._recent[layer] = [] if keep and n <= ROLLBACK_TOKENS else None
 
         def visit(t: int, state: Any) -> None:
             # Only what is kept is referenced: a prefill's full states are dropped as it goes.
             norms.append(ops.frobenius(state))                           # [Hv]
+            if recent is not None:
+                recent.append(state)
             if keep and t0 + t in wanted:
                 kept = ops.take(state, plan.state_heads)
                 rows["states"][layer].append(kept[None])
@@ -150,6 +161,32 @@ class Recorder:
             self.pending += [log_decay, beta, norms]
         if keep:
             self._final[layer] = state
+
+    # ---- speculative decoding -------------------------------------------------------------
+    def rollback(self, drop: int) -> None:
+        """Forget the last `drop` tokens of the forward just recorded (drafts a speculative verify
+        read and rejected): their rows, their kept states, and the positions they took; each kept
+        layer's final state becomes the one where the remaining tokens end."""
+        if not drop:
+            return
+        for key in self._seen:
+            self._seen[key] -= drop
+        for name, per_layer in self._rows.items():
+            if name in ("attention", "states"):
+                continue  # attention: the prompt's only; states: by token, below
+            for pieces in per_layer.values():
+                if pieces[-1].shape[0] < drop:
+                    raise ValueError(f"cannot roll back {drop} tokens: the last forward recorded fewer")
+                pieces[-1] = pieces[-1][:pieces[-1].shape[0] - drop]
+        for layer, tokens in self._state_tokens.items():
+            end = self._seen["deltanet", layer]
+            while tokens and tokens[-1] >= end:
+                tokens.pop()
+                self._rows["states"][layer].pop()
+        for layer, states in self._recent.items():
+            if states and layer in self._final:
+                self._final[layer] = states[len(states) - 1 - drop]
+        self._recent = {}
 
     # ---- attention ------------------------------------------------------------------------
     def attention(self, layer: int, probs: Any) -> None:
@@ -238,6 +275,9 @@ class HookedProbe(Probe):
 
     def drain(self) -> list:
         return self.recorder.drain()
+
+    def rollback(self, drop: int) -> None:
+        self.recorder.rollback(drop)
 
     def collect(self) -> Captured:
         return self.recorder.collect()

@@ -21,6 +21,7 @@ from ..sampling import SamplingParams
 from ..spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler, leaves
+from .speculative_sampler import VerifyingSampler
 from .torch_static import STATIC_ARCHITECTURES, StaticLease, StaticPool, StaticSnapshot
 
 try:
@@ -135,9 +136,8 @@ class TorchBackend(Backend):
                                  "that config.json and the weights come from the same release.") from None
         check_load_report(path, report["missing_keys"], report["unexpected_keys"],
                           [k[0] if isinstance(k, tuple) else k for k in report["mismatched_keys"]])
-        from .torch_mtp import mtp_keys
         backend = cls.from_module(model, spec)
-        backend._mtp_folder, backend._mtp_keys = path, mtp_keys(path, spec.mtp_num_hidden_layers)
+        backend.locate_mtp(path)
         return backend
 
     @classmethod
@@ -203,32 +203,19 @@ class TorchBackend(Backend):
         from transformers import DynamicCache
         return DynamicCache(config=self.model.config)
 
-    _mtp_keys: dict = {}      # where the checkpoint's MTP tensors lie (torch_mtp.mtp_keys); {}: none
-    _mtp_layer = None
+    def _load_mtp(self, folder, where):
+        from .torch_mtp import load_mtp
+        return load_mtp(self.model, folder, where)
 
-    @property
-    def has_mtp(self) -> bool:
-        return bool(self._mtp_keys)
-
-    @property
-    def mtp(self):
-        """The MTP layer, loaded on first use (under the model's lock: two threads load it once)."""
-        if self._mtp_layer is None and self._mtp_keys:
-            from .torch_mtp import load_mtp
-            with self.lock:
-                if self._mtp_layer is None:
-                    self._mtp_layer = load_mtp(self.model, self._mtp_folder, self._mtp_keys)
-        return self._mtp_layer
-
-    def speculation(self, cache):
+    def speculation(self, cache, probe=None):
         from transformers import DynamicCache
 
         from .torch_speculation import TorchSpeculation
         if not self.has_mtp:
-            return super().speculation(cache)
+            return super().speculation(cache, probe)
         if not isinstance(cache, DynamicCache):
             raise ValueError("speculative decoding runs on the reference cache: new_cache(fast=False)")
-        return TorchSpeculation(self, cache, _MODELING[self.spec.architecture])
+        return TorchSpeculation(self, cache, _MODELING[self.spec.architecture], probe)
 
     def can_snapshot(self, cache) -> bool:
         return True
@@ -333,7 +320,7 @@ class _quiet_transformers:
         return False
 
 
-class _TorchSampler:
+class _TorchSampler(VerifyingSampler):
     """The on-device sampler: its own seeded generator and presence mask. Called with logits
     `[vocab]` it returns a token (device scalar); `verify` judges a speculative step's drafts."""
 
@@ -346,14 +333,6 @@ class _TorchSampler:
             self.generator.manual_seed(params.seed if params.seed is not None
                                        else int.from_bytes(os.urandom(4), "little"))
 
-    def _adjusted(self, logits):
-        logits = logits.float()
-        return logits - self.params.presence_penalty * self.seen if self.seen is not None else logits
-
-    def _mark(self, token) -> None:
-        if self.seen is not None:
-            self.seen[token] = 1.0
-
     def __call__(self, logits):
         with torch.inference_mode():
             logits = self._adjusted(logits)
@@ -365,40 +344,40 @@ class _TorchSampler:
             return token
 
     def verify(self, logits, drafts):
-        """logits `[k + 1, vocab]` of a verify forward, drafts `[k]` -> the tokens it yields `[n + 1]`:
-        the n drafts accepted, then one more (the correction at the first rejection, or the token
-        after the last draft). Greedy: a draft is accepted while it is the argmax. Sampling:
-        speculative sampling with a draft that is the draft head's argmax (a one-hot proposal q):
-        accept d with probability p(d), else draw from p with d removed, renormalised, which
-        leaves every token's distribution exactly p (Leviathan et al. 2023; vLLM's rejection
-        sampler with greedy drafts). p is the request's own distribution (temperature, top-k,
-        top-p, min-p, presence penalty over the tokens before it)."""
-        out = []
         with torch.inference_mode():
-            proposed = drafts.tolist()
-            if self.params.greedy and self.seen is None:  # every row at once: one read from the device
-                best = torch.argmax(logits.float(), dim=-1).tolist()
-                n = next((i for i, (b, d) in enumerate(zip(best, proposed)) if b != d), len(proposed))
-                return best[:n + 1]
-            for i in range(len(proposed) + 1):
-                row = self._adjusted(logits[i])
-                d = proposed[i] if i < len(proposed) else None
-                if self.params.greedy:
-                    token = int(torch.argmax(row))
-                else:
-                    p = _probs(row, self.params)
-                    if d is not None and float(torch.rand((), generator=self.generator, device=p.device)) < float(p[d]):
-                        token = d
-                    else:
-                        if d is not None:
-                            p = p.clone()
-                            p[d] = 0.0
-                        token = int(torch.multinomial(p, 1, generator=self.generator)[0])
-                self._mark(token)
-                out.append(token)
-                if token != d:
-                    break
-        return out
+            return super().verify(logits, drafts)
+
+    def _ids(self, drafts):
+        return drafts.tolist()
+
+    def _row_argmaxes(self, logits):
+        return torch.argmax(logits.float(), dim=-1).tolist()
+
+    def _adjusted(self, row):
+        row = row.float()
+        return row - self.params.presence_penalty * self.seen if self.seen is not None else row
+
+    def _argmax(self, row):
+        return int(torch.argmax(row))
+
+    def _distribution(self, row):
+        return _probs(row, self.params)
+
+    def _probability(self, p, token):
+        return float(p[token])
+
+    def _uniform(self):
+        return float(torch.rand((), generator=self.generator, device=self.generator.device))
+
+    def _draw(self, p, without):
+        if without is not None:
+            p = p.clone()
+            p[without] = 0.0
+        return int(torch.multinomial(p, 1, generator=self.generator)[0])
+
+    def _mark(self, token):
+        if self.seen is not None:
+            self.seen[token] = 1.0
 
 
 def _probs(logits: "torch.Tensor", p: SamplingParams) -> "torch.Tensor":

@@ -23,10 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import weight_files
-from ..errors import WorkbenchError
-
-PREFIXES = ("mtp.", "model.mtp.")
+from ..checkpoint import check_mtp_tensors
 
 
 class MTPHead(nn.Module):
@@ -71,29 +68,9 @@ class MTPHead(nn.Module):
         return self._lm[0].lm_head(out)
 
 
-def mtp_keys(folder: Path, layers: int) -> dict[str, tuple[Path, str]]:
-    """Where the checkpoint's first MTP layer lies: {name without the `mtp.` prefix: (file, key)},
-    from the safetensors headers alone (no tensor is read). Empty when config.json declares none
-    (`layers` = mtp_num_hidden_layers) or the weight files hold none (many quantized re-uploads
-    strip them)."""
-    if layers < 1:
-        return {}
-    from safetensors import safe_open
-
-    found: dict[str, tuple[Path, str]] = {}
-    for f in weight_files(folder):
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                prefix = next((p for p in PREFIXES if key.startswith(p)), None)
-                # Only the first MTP layer: every released Qwen3.5 has one, and drafts reuse it.
-                if prefix and not (key.startswith(prefix + "layers.") and not key.startswith(prefix + "layers.0.")):
-                    found[key[len(prefix):]] = (f, key)
-    return found
-
-
 def load_mtp(lm, folder: Path, keys: dict[str, tuple[Path, str]]) -> MTPHead:
-    """The MTP layer `keys` (from `mtp_keys`) locates, on `lm`'s device and dtype. Loaded when first
-    drafted with, not with the text model: in a 35B-A3B release it is ~1.6 GB of experts that plain
+    """The MTP layer `keys` (from `checkpoint.mtp_tensors`) locates, on `lm`'s device and dtype.
+    Loaded when first drafted with, not with the text model: in a 35B-A3B release it is ~1.6 GB of experts that plain
     decoding never reads. A WorkbenchError when some tensors are missing or misshapen."""
     from safetensors import safe_open
 
@@ -106,13 +83,8 @@ def load_mtp(lm, folder: Path, keys: dict[str, tuple[Path, str]]) -> MTPHead:
         head = MTPHead(lm)
     expected = head.state_dict()
     found = _fused_experts(found, expected)
-    missing = sorted(set(expected) - set(found))
-    bad = sorted(k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape))
-    if missing or bad:
-        parts = ([f"missing: {', '.join('mtp.' + k for k in missing[:6])}"] if missing else []) + \
-                ([f"shapes that disagree with config.json: {', '.join('mtp.' + k for k in bad[:6])}"] if bad else [])
-        raise WorkbenchError(f"the multi-token-prediction weights in {folder} are incomplete ({'; '.join(parts)}). "
-                             "Download the checkpoint again; without them, generate without speculative=.")
+    check_mtp_tensors(folder, {k: tuple(v.shape) for k, v in expected.items()},
+                      {k: tuple(v.shape) for k, v in found.items()})
     head = head.to_empty(device=param.device)
     head.load_state_dict({k: found[k].to(param.dtype) for k in expected}, strict=True)
     return head.to(param.dtype).eval()

@@ -37,10 +37,10 @@ from .torch_probes import _l2norm
 class TorchSpeculation(Speculation):
     """One generation's speculative state over `cache` (a transformers DynamicCache)."""
 
-    def __init__(self, backend, cache, modeling: str):
+    def __init__(self, backend, cache, modeling: str, probe=None):
         from transformers import DynamicCache
 
-        self.backend, self.cache, self.head = backend, cache, backend.mtp
+        self.backend, self.cache, self.head, self.probe = backend, cache, backend.mtp, probe
         self.lm = backend.model
         self.text = self.lm.model
         self.module = importlib.import_module(modeling)
@@ -64,7 +64,8 @@ class TorchSpeculation(Speculation):
         with torch.inference_mode():
             self.start = self.cache.get_seq_length()
             ids = torch.as_tensor(tokens.astype(np.int64, copy=False), device=self.device)
-            self.hidden = self._run_text(ids)
+            with self.probed():
+                self.hidden = self._run_text(ids)
             self.following = ids[1:]
             return self.lm.lm_head(self.hidden[-1])
 
@@ -92,7 +93,7 @@ class TorchSpeculation(Speculation):
         self._states = []
         with torch.inference_mode():
             self.cache.activate_past_recording()
-            with _stepwise_delta_rule(self.module, self._states) if len(ids) > 1 else nullcontext():
+            with _stepwise_delta_rule(self.module, self._states) if len(ids) > 1 else nullcontext(), self.probed():
                 self.hidden = self._run_text(ids)
             return self.lm.lm_head(self.hidden)
 
@@ -106,6 +107,7 @@ class TorchSpeculation(Speculation):
         self.hidden = self.hidden[:n + 1]
         self.following = self._drafts[:n]
         self._states = []
+        self.forget(drop, self.hidden)
 
     def close(self) -> None:
         """The cache back to plain decoding (a kept prompt-cache entry continues without recording)."""

@@ -142,7 +142,7 @@ class SpeedDashboard(w.VBox):
                 self.results = pd.concat([
                     bench(self.model, prompt_tokens=parse_int_list(self.prompt_tokens.value, "pp"),
                           new_tokens=parse_int_list(self.new_tokens.value, "tg"), repeats=self.repeats.value,
-                          depth=parse_int_list(self.depths.value, "depths"), progress=progress, speculative=k or None)
+                          depth=parse_int_list(self.depths.value, "depths"), progress=progress, speculative=k)
                     for k in drafts], ignore_index=True)
         self.redraw()
         return self.results
