@@ -109,12 +109,7 @@ class MLXBackend(Backend):
                     "vocab_size, ...) to match the weights.") from None
             compute = _DTYPES[name]
             _cast_weights(model, compute)
-            if compute != mx.float32:
-                for _, module in model.named_modules():
-                    if type(module) is nn.RMSNorm:
-                        module.__class__ = _CastingRMSNorm
-            mx.eval(model.parameters())
-        model.eval()
+            _ready(model, compute)
         backend = cls(model, spec, target, compute)
         backend.locate_mtp(path)
         backend.warm_up()
@@ -203,7 +198,7 @@ class MLXBackend(Backend):
     def _load_mtp(self, folder, where):
         from .mlx_mtp import load_mlx_mtp
         with mx.stream(self._device):
-            return load_mlx_mtp(self.model, folder, where, _DTYPES[self.compute_dtype], _CastingRMSNorm)
+            return load_mlx_mtp(self.model, folder, where, _DTYPES[self.compute_dtype], _ready)
 
     def speculation(self, cache, probe=None):
         from .mlx_speculation import MLXSpeculation
@@ -276,6 +271,17 @@ def _quantized_params(model) -> dict[str, int]:
     if not quantized:
         return {}
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _ready(module, dtype) -> None:
+    """Make `module` ready to run in `dtype`: its norms (float32 weights) give activations of
+    `dtype`; its weights computed (not a lazy graph); eval mode."""
+    if dtype != mx.float32:
+        for _, m in module.named_modules():
+            if type(m) is nn.RMSNorm:
+                m.__class__ = _CastingRMSNorm
+    mx.eval(module.parameters())
+    module.eval()
 
 
 def _cast_weights(model, dtype) -> None:

@@ -66,10 +66,10 @@ def lm_head(lm, hidden: mx.array) -> mx.array:
     return lm.lm_head(hidden)
 
 
-def load_mlx_mtp(model, folder: Path, where: dict[str, tuple[Path, str]], dtype, norm_class) -> MLXMTPHead:
+def load_mlx_mtp(model, folder: Path, where: dict[str, tuple[Path, str]], dtype, ready) -> MLXMTPHead:
     """The MTP layer `where` (from `checkpoint.mtp_tensors`) locates, in `dtype` (norm weights in
-    float32, made `norm_class` when the activations are narrower). A WorkbenchError when some
-    tensors are missing or misshapen."""
+    float32; `ready(head, dtype)` finishes it as the backend does its model). A WorkbenchError when
+    some tensors are missing or misshapen."""
     from mlx.utils import tree_flatten
 
     files: dict[Path, dict] = {}
@@ -84,12 +84,7 @@ def load_mlx_mtp(model, folder: Path, where: dict[str, tuple[Path, str]], dtype,
     found = _mlx_layout(found, expected, norms, offsets=_stores_norm_offsets(folder))
     check_mtp_tensors(folder, expected, {k: tuple(v.shape) for k, v in found.items()})
     head.load_weights([(k, v if k in norms else v.astype(dtype)) for k, v in found.items() if k in expected])
-    if dtype != mx.float32:
-        for _, module in head.named_modules():
-            if type(module) is nn.RMSNorm:
-                module.__class__ = norm_class
-    mx.eval(head.parameters())
-    head.eval()
+    ready(head, dtype)
     return head
 
 
