@@ -67,6 +67,10 @@ def raw_mlx(model, ids):
 def raw_llamacpp(model, ids):
     from llama_cpp import Llama
 
+    from workbench.backends.llamacpp_amx import patch_default_params
+
+    patch_default_params()  # as the backend loads it: no AMX repacking, which crashes
+
     # Same file, context and threads as the workbench's backend; greedy (top_k=1) like ours.
     llm = Llama(model_path=str(model.path), n_ctx=model.engine.context, n_threads=model.engine.threads,
                 n_threads_batch=model.engine.threads, n_gpu_layers=model.engine.gpu_layers, verbose=False,

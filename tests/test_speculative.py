@@ -442,6 +442,6 @@ def test_seeded_speculative_sampling_has_plain_samplings_distribution(trained):
         spec[tuple(g.token_ids.tolist())] += 1
         kept += g.stats.accepted_tokens
         dropped += g.stats.draft_tokens - g.stats.accepted_tokens
-    assert kept > 50 and dropped > 50, "both branches of the rule must be exercised"
+    assert kept > 25 and dropped > 25, "both branches of the rule must be exercised"
     assert len(plain) > 5, "a spread-out distribution, or the test says nothing"
     assert _chi_square_p(plain, spec) > 0.001, (plain.most_common(8), spec.most_common(8))

@@ -125,10 +125,11 @@ def test_its_mtp_layer_drafts_what_the_card_says(trained):
 
     model = trained["torch"]
     assert model.has_mtp
-    record = json.loads((model.path / "training.json").read_text())["mtp"]["held_out_acceptance"]["after"]
+    rounds = json.loads((model.path / "training.json").read_text())["mtp"]["rounds"]
+    record = rounds[-1]["held_out_acceptance"]["after"]
     card = (model.path / "README.md").read_text()
     shares = " / ".join(f"{100 * x:.0f}%" for x in record["conversations"]["acceptance_by_position"])
-    assert f"| after | conversations ({record['conversations']['prompts']} prompts) | {shares} |" in card
+    assert f"| after run {len(rounds)} | conversations ({record['conversations']['prompts']} prompts) | {shares} |" in card
     prompts = train_mtp.held_out_prompts(record["conversations"]["prompts"])["conversations"][:8]
     again = train_mtp.acceptance(model, prompts)
     first = again["accepted_by_position"][0] / again["proposed_by_position"][0]

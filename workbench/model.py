@@ -124,7 +124,8 @@ class Model:
         decoding). 2 on a GPU when the checkpoint has an MTP layer (MLX on Metal): a verify of 3
         tokens reads the weights about once, as one plain step does, so each accepted draft is
         nearly free. 0 on a CPU, where decode is compute-bound and a 3-token verify plus 2 draft
-        steps costs 1.3-1.8x a plain step (measured with `tiny`, scripts/bench_speculative.py); 0
+        steps costs well over a plain step: with `tiny` it paid on torch (1.7x) but not on MLX
+        (1.0x), and an untrained layer slows every step (scripts/bench_speculative.py); 0
         where plain decoding has a fast path speculation cannot take yet (torch's CUDA graphs,
         `fast_decode`); 0 without an MTP layer. Set 1..4 (or 0) to change it for this model."""
         return self._speculative

@@ -154,7 +154,7 @@ by_kind = {name: [model.generate(p, max_new_tokens=48, thinking=False, speculati
 fsp.acceptance(by_kind)
 
 # %% [markdown]
-# Does it pay? Each step runs the draft layer k times and a verify forward over k + 1 tokens, so it costs more than a plain step and gains only when enough drafts are accepted. Measured side by side in one sweep (`scripts/bench_speculative.py` adds transformers' and mlx-lm's own loops):
+# Does it pay? Each step runs the draft layer k times and a verify forward over k + 1 tokens, so it costs more than a plain step and gains only when enough drafts are accepted. Measured side by side in one sweep (`scripts/bench_speculative.py` adds transformers' and mlx-lm's own loops and the MLX backend; on its prompts two drafts decoded 1.7x faster than plain on torch, 1.0x on MLX):
 
 # %% tags=["nbval-ignore-output", "machine-dependent"]
 import pandas as pd

@@ -27,6 +27,7 @@ from ..sampling import SamplingParams
 from ..spec import ModelSpec
 from . import host_memory
 from .base import Backend, Sampler
+from .llamacpp_amx import cpu_has_amx, keep_repack_off
 
 try:
     import llama_cpp
@@ -208,11 +209,8 @@ class LlamaCppBackend(Backend):
         if on_gpu and isinstance(device, str) and device.partition(":")[2].isdigit():
             params.main_gpu = int(device.partition(":")[2])   # "cuda:1": that GPU
         params.use_mmap = True
-        if not on_gpu and _cpu_has_amx():
-            # llama.cpp's AMX matmul (weights repacked into its "AMX" buffer) segfaults on Sapphire
-            # Rapids CPUs (ggml-org/llama.cpp#20824, closed unfixed; seen here on the bundled Q8_0 and
-            # Q4_0 copies, in the first forward): weights stay in plain CPU buffers there.
-            params.use_extra_bufts = False
+        if not on_gpu:
+            keep_repack_off(params)  # llama.cpp's AMX matmul crashes (llamacpp_amx.py)
         if keep_alive:
             params.tensor_buft_overrides = ctypes.cast(keep_alive[0], ctypes.c_void_p)
         _OVERRIDDEN.clear()
@@ -250,7 +248,7 @@ class LlamaCppBackend(Backend):
             "weights": ", ".join(f"{group} {kind}" for group, kind in weights.items()),
             "offload": self.offload.note,
             **({"repack": "off: AMX CPU, plain CPU buffers (llama.cpp#20824)"}
-               if self.gpu_layers == 0 and _cpu_has_amx() else {}),
+               if self.gpu_layers == 0 and cpu_has_amx() else {}),
         }
 
     # ---- caches -----------------------------------------------------------------------------
@@ -426,15 +424,6 @@ class LlamaCppBackend(Backend):
         from .llamacpp_ggml import ggml
         gpus = [desc for _, desc, kind in ggml().devices() if kind != "CPU"]
         return gpus[0] if self.gpu_layers and gpus else super().hardware_name()
-
-
-def _cpu_has_amx() -> bool:
-    """Whether this CPU has Intel AMX tiles (Linux's /proc/cpuinfo flags; False where unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_tile" in line for line in f)
-    except OSError:
-        return False
 
 
 def _offload(offload_experts, spec: ModelSpec, on_gpu: bool) -> tuple[Offload, list]:

@@ -152,7 +152,8 @@ def serve(model: str | Path = "tiny", engine: str = "auto", port: int | None = N
                                  "a bundled copy such as 'tiny:Q8_0'.")
         _need("llama_cpp.server", "llama-cpp-python[server]", "gguf")
         alias = str(model) if ":" in str(model) and not Path(str(model)).exists() else gguf.name
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+        # llama_cpp.server itself, with llama.cpp's AMX repacking off where it crashes (llamacpp_amx.py)
+        command = [sys.executable, "-m", "workbench.backends.llamacpp_amx", "--model", str(gguf), "--model_alias", alias,
                    "--host", host, "--port", str(port), "--n_ctx", str(int(context)),
                    # Queue concurrent requests instead of cutting the running stream short (its default).
                    "--interrupt_requests", "False"]
