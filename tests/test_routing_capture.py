@@ -34,14 +34,16 @@ def test_capture_matches_an_independent_read(tiny_pair):
         np.testing.assert_array_equal(r.token_ids, np.concatenate([gen.prompt_ids, gen.token_ids])[:r.n_tokens])
         assert r.experts.shape == (4, r.n_tokens, 4) and r.experts.dtype == np.int32
         np.testing.assert_array_equal(r.experts, experts, err_msg=backend)
-        np.testing.assert_allclose(r.weights, weights, atol=2e-5, err_msg=backend)
+        # Decode steps and one whole-sequence forward sum in different orders (and with other kernels
+        # on AVX-512/AMX CPUs): up to 2.6e-5 apart on a Sapphire Rapids machine.
+        np.testing.assert_allclose(r.weights, weights, atol=1e-4, err_msg=backend)
         assert np.all(np.diff(r.weights, axis=-1) <= 0), "experts are sorted by weight"
         np.testing.assert_allclose(r.weights.sum(-1), 1.0, atol=1e-5)
-        np.testing.assert_allclose(r.probs, softmax(logits), atol=2e-5, err_msg=backend)
+        np.testing.assert_allclose(r.probs, softmax(logits), atol=1e-4, err_msg=backend)
         assert ((r.shared_gate > 0) & (r.shared_gate < 1)).all()
         assert list(r.layers) == list(tiny_pair[backend].spec.moe_layers)
         assert r.tokens[0] == tiny_pair[backend].decode([r.token_ids[0]])
-    np.testing.assert_allclose(gens["torch"].routing.shared_gate, gens["mlx"].routing.shared_gate, atol=1e-5)
+    np.testing.assert_allclose(gens["torch"].routing.shared_gate, gens["mlx"].routing.shared_gate, atol=1e-4)
 
 
 def test_stream_returns_the_same_trace_as_generate(tiny):
