@@ -12,9 +12,13 @@ Run as a module, it is llama-cpp-python's server with that setting (`workbench.s
 """
 from __future__ import annotations
 
+from functools import lru_cache
 
+
+@lru_cache(maxsize=1)
 def cpu_has_amx() -> bool:
-    """Whether this CPU has Intel AMX tiles (Linux's /proc/cpuinfo flags; False where unreadable)."""
+    """Whether this CPU has Intel AMX tiles (Linux's /proc/cpuinfo flags, read once; False where
+    unreadable)."""
     try:
         with open("/proc/cpuinfo") as f:
             return any(line.startswith("flags") and " amx_tile" in line for line in f)
