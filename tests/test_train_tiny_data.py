@@ -136,3 +136,16 @@ def test_rows_hold_every_conversation_whole(tokenizer):
     drill_rows, _ = train.pack_rows(convs, code, 1024, random.Random(0), code_rows=False)
     assert len(drill_rows) < len(rows)  # without code rows of its own
     assert np.isin(weights, [0.0, 1.0, train.CALL_WEIGHT]).all()
+
+
+def test_made_up_places_are_never_table_cities_and_use_every_letter():
+    """Names to copy, not to recall: never a city of the weather table (a held-out one least of
+    all), nearly all distinct, and of all three kinds, so every letter occurs, not just one table's
+    syllables (stage 4's held-out names came back as those syllables)."""
+    rng = random.Random(0)
+    names = [phrasing.made_up_city(rng) for _ in range(3000)]
+    assert not set(names) & set(WEATHER)
+    assert len(set(names)) > 2900
+    assert set("abcdefghijklmnopqrstuvwxyz") <= {c for n in names for c in n.lower()}
+    pieces = {c[:3] for c in phrasing.CITIES["train"]}
+    assert sum(n[:3] in pieces for n in names) > 300  # splices begin like a training city

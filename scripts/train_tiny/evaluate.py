@@ -193,11 +193,19 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "commit cb46bb5's data: as stage 2, plus made-up place names in 40% of the weather requests and echo drills, "
     "so that a name is copied from the request, not recalled; at the end of stage 2 the held-out phrasing "
     "split had shown recall (Bucharest asked, Budapest called; 3 of 25 weather requests right)",
-    "this commit's data: as stage 3, plus lists of numbers to add up and more numbers in words; with thinking "
+    "commit 6dbc9e3's data: as stage 3, plus lists of numbers to add up and more numbers in words; with thinking "
     "on, the answer after a tool response thinks too (an empty thinking block ends in tokens no prompt ends "
     "in, and most answers then lost the result); the learning rate's cosine runs on the clock (stages 1-3 "
     "guessed the step count from the fast drill steps and ended at about 40% of the peak rate)",
+    "this commit's data: as stage 4, with made-up place names of three kinds (syllables, splices of two "
+    "training cities' names, free letters) in half of the weather requests, since at the end of stage 4 "
+    "held-out names came back as stage 3's made-up syllables (\"Winnipeg\" as \"Winvirouquuchrou\"); 13 more "
+    "training weather frames with the city mid-sentence; numbers in words in a quarter of the arithmetic; "
+    "more greetings, thanks and questions about the assistant",
 ]
+# The commit whose scripts/train_tiny trained each stage after the first (stage 1: the release 272ed49);
+# None: this commit's.
+STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", None]
 
 
 def _pct(x: float) -> str:
@@ -224,12 +232,41 @@ def _mtp_rounds(training: dict) -> list[dict]:
     return m.get("rounds", [m] if m else [])
 
 
-def _mtp_commands(training: dict) -> str:
-    """The train_mtp.py command of each MTP run, in order."""
-    return "\n".join(
-        f"python scripts/train_tiny/train_mtp.py --model workbench/checkpoints/tiny --minutes {m['minutes']:g} "
-        f"--lr {m['lr']:g} --target {m.get('target', 'data')} --chain {','.join(f'{w:g}' for w in m.get('chain', [1.0]))}"
-        for m in _mtp_rounds(training))
+def _mtp_command(m: dict, model: str, head_from: str | None = None) -> str:
+    """The train_mtp.py command of MTP run `m` on the checkpoint `model`."""
+    return (f"python scripts/train_tiny/train_mtp.py --model {model} --minutes {m['minutes']:g} --lr {m['lr']:g} "
+            f"--target {m.get('target', 'data')} --chain {','.join(f'{w:g}' for w in m.get('chain', [1.0]))}"
+            + (f" --head-from {head_from}" if head_from else ""))
+
+
+def _retrain_commands(training: dict, chain: list[dict]) -> str:
+    """The commands that retrain every stage of `chain` (oldest first, `training` the last) and its
+    MTP runs: runs before a `head_from` one trained the layer on the stage before the last."""
+    n = len(chain)
+    rounds = _mtp_rounds(training)
+    carried = next((i for i, m in enumerate(rounds) if m.get("head_from")), 0)
+    lines = [" && ".join([f"git worktree add /tmp/at-{c} {c}" for c in STAGE_COMMITS[1:n] if c] + ["mkdir -p /tmp/stage1"]),
+             "git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1",
+             f"python /tmp/at-{STAGE_COMMITS[1]}/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\",
+             "    --out /tmp/stage2 --minutes 60 --snapshot-minutes 20 --drill-minutes 0 --drill-every 2 --lr 0.002",
+             "# stage 2 is that run's 40-minute snapshot: stop it once /tmp/stage2-snapshot holds the second one"]
+    init = "/tmp/stage2-snapshot"
+    for i in range(2, n):
+        last = i == n - 1
+        at = STAGE_COMMITS[i] if i < len(STAGE_COMMITS) else None  # None: this commit's scripts
+        script = f"/tmp/at-{at}/scripts/train_tiny/train.py" if at else "scripts/train_tiny/train.py"
+        out = "workbench/checkpoints/tiny" if last else f"/tmp/stage{i + 1}"
+        drills = training["drills"] if last else {"minutes": 0, "then_every": 2}
+        lines += [f"python {script} --init {init} --out {out} \\",
+                  f"    --minutes {chain[i]['minutes']:.0f} --drill-minutes {drills['minutes']:g} "
+                  f"--drill-every {drills['then_every']} --lr {chain[i]['lr']:g}"]
+        if i == n - 2:
+            lines += [_mtp_command(m, out) for m in rounds[:carried]]
+        init = out
+    lines.append("python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny")
+    lines += [_mtp_command(m, "workbench/checkpoints/tiny", f"/tmp/stage{n - 1}" if m.get("head_from") else None)
+              for m in rounds[carried:]]
+    return "\n".join(lines)
 
 
 def _mtp_section(training: dict) -> str:
@@ -256,6 +293,10 @@ def _mtp_section(training: dict) -> str:
         steps = "one draft step" if len(chain) == 1 else f"{len(chain)} chained draft steps weighted {' / '.join(f'{w:g}' for w in chain)}"
         runs.append(f"{i}. {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens, {m['minutes']:g} minutes, peak lr "
                     f"{m['lr']:g}: learns {what}, {steps}; loss {last:.2f} over its last five logged batches.")
+        if m.get("head_from"):
+            runs[-1] += (f" It started from {m['head_from']}'s layer, trained by the runs above against the text model"
+                         " before the last stage; its `before` row below is that layer on this text model.")
+            rows += row(f"before run {i}", m["held_out_acceptance"]["before"])
         rows += row(f"after run {i}", m["held_out_acceptance"]["after"])
     first = rounds[-1]["held_out_acceptance"]["after"]["code"]
     return f"""
@@ -393,17 +434,7 @@ Stage 1 is the checkpoint first released (commit 272ed49); each later stage star
 before, with its commit's data. The last stage's schedule runs on the clock, so its step count
 depends on the machine (it shared the CPU with other work: {training['steps']} steps in {training['minutes']:.0f} minutes):
 ```bash
-git worktree add /tmp/at-65ffbcf 65ffbcf && git worktree add /tmp/at-cb46bb5 cb46bb5 && mkdir -p /tmp/stage1
-git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1
-python /tmp/at-65ffbcf/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\
-    --out /tmp/stage2 --minutes 60 --snapshot-minutes 20 --drill-minutes 0 --drill-every 2 --lr 0.002
-# stage 2 is that run's 40-minute snapshot: stop it once /tmp/stage2-snapshot holds the second one
-python /tmp/at-cb46bb5/scripts/train_tiny/train.py --init /tmp/stage2-snapshot --out /tmp/stage3 \\
-    --minutes {(training.get('init') or {}).get('minutes', 0):.0f} --drill-minutes 0 --drill-every 2 --lr {(training.get('init') or {}).get('lr', 0):g}
-python scripts/train_tiny/train.py --init /tmp/stage3 --out workbench/checkpoints/tiny \\
-    --minutes {training['minutes']:.0f} --drill-minutes {training['drills']['minutes']:g} --drill-every {training['drills']['then_every']} --lr {training['lr']:g}
-python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny
-{_mtp_commands(training)}
+{_retrain_commands(training, chain)}
 python scripts/train_tiny/evaluate.py --card-only workbench/checkpoints/tiny  # the card with the MTP section
 ```
 """

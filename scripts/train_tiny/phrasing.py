@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from workbench.demo_tools import MORE_CITIES, UNIT_NAMES, WEATHER  # noqa: E402
 
 SPLITS = ("train", "heldout")
-MADE_UP_SHARE = 0.4  # of the training split's weather requests: names to copy, not to recall
+MADE_UP_SHARE = 0.5  # of the training split's weather requests: names to copy, not to recall
 
 
 @dataclass
@@ -77,7 +77,13 @@ WEATHER_FRAMES = {
               "Is it warm in {c}?", "Can you get me the weather in {c}?", "weather in {c} please",
               "What's the weather forecast for {c}?", "Do I need a coat in {c}?", "How's {c} looking weather-wise?",
               "Temperature in {c}?", "whats the weather in {c}", "Is it snowing in {c}?",
-              "Tell me about the weather in {c}.", "What's the weather doing in {c} right now?"],
+              "Tell me about the weather in {c}.", "What's the weather doing in {c} right now?",
+              # the city in mid-sentence, before more words, as people often put it
+              "Is {c} sunny right now?", "What's {c} like today?", "Will it rain in {c} tomorrow?",
+              "How is the weather in {c} this week?", "{c}: weather please", "Any rain in {c} today?",
+              "I'm in {c}. Is it hot?", "Weather for {c}, thanks.", "Is the sun out in {c} today?",
+              "Tell me how {c} is doing weather-wise.", "Is it windy in {c} this morning?",
+              "How's it looking in {c}, weather-wise?", "Check {c} for rain, please."],
     "heldout": ["Any idea what the weather's like in {c}?", "Weather report for {c}, please.",
                 "Should I pack a jacket for {c}?", "Current conditions in {c}?", "How warm is {c} at the moment?",
                 "Look up the weather in {c}.", "Is {c} cold today?", "Planning a walk in {c}. Will it be nice out?",
@@ -155,7 +161,7 @@ def _math(rng: random.Random) -> tuple[str, str, bool]:
     op = rng.choice(list(OPERATIONS))
     a = _number(rng, small=op == "**")
     b = str(rng.randint(2, 10)) if op == "**" else _number(rng)
-    if rng.random() < 0.12 and op != "**":  # small numbers in words
+    if rng.random() < 0.25 and op != "**":  # small numbers in words
         i, j = rng.randint(2, 20), rng.randint(2, 20)
         a, b, a_word, b_word = str(i), str(j), NUMBER_WORDS[i], NUMBER_WORDS[j]
     else:
@@ -234,23 +240,59 @@ def calculator_request(rng: random.Random, split: str) -> Request:
     return Request(text, "calculator", {"expression": expr})
 
 
-ONSETS = ["b", "d", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "gr", "st", "tr", "sh", "ch", "h", "j"]
-VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea"]
-CODAS = ["", "", "", "n", "r", "s", "l", "m", "k", "th", "rg", "nd"]
-PLACE_WORDS = ["San", "Port", "New", "Lake", "Saint", "El", "Fort", "North", "Upper"]
+ONSETS = ["b", "d", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "gr", "st", "tr", "sh", "ch", "h", "j",
+          "c", "f", "g", "w", "y", "bl", "cl", "dr", "fr", "kr", "pl", "sl", "sp", "th", "wr", "x", "q", "kv", "zh",
+          "ts", "sv", "gl", "sn", "dn", "ny"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ou", "ea", "y", "ei", "ie", "oo", "au", "io", "ue", "ia", "oa", "ae"]
+CODAS = ["", "", "", "n", "r", "s", "l", "m", "k", "th", "rg", "nd", "t", "d", "g", "x", "ck", "ng", "nn", "ll",
+         "rt", "st", "sk", "v", "z", "ff", "mb"]
+PLACE_WORDS = ["San", "Port", "New", "Lake", "Saint", "El", "Fort", "North", "Upper", "Santa", "Cape", "Los",
+               "West", "Old", "Le", "Bay", "Mount", "Rio"]
+PLACE_SUFFIXES = ["burg", "ville", "ton", "ford", "holm", "grad", "pur", "abad", "stadt", "haven", "field", "polis",
+                  "dorf", "mouth", "wick", "by", "sk", "ia", "heim", "berg"]
+
+
+def _syllable_name(rng: random.Random) -> str:
+    syllables = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(rng.randint(1, 3)))
+    return syllables + rng.choice(CODAS)
+
+
+def _spliced_name(rng: random.Random) -> str:
+    """The start of one training city's name and the end of another's ("Mad" + "onto"): real
+    names' letters, so real names' subword pieces, in no order a table holds."""
+    a, b = rng.sample([c for c in CITIES["train"] if " " not in c], 2)
+    i, j = rng.randint(2, max(2, len(a) - 1)), rng.randint(1, max(1, len(b) - 2))
+    return a[:i] + b[j:].lower()
+
+
+def _letters_name(rng: random.Random) -> str:
+    """Letters in no pattern at all ("Qwizt", "Ofalbrexu"): the pieces of a name the model can only copy."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vowels = "aeiou"
+    return "".join(rng.choice(vowels) if rng.random() < 0.35 else rng.choice(letters)
+                   for _ in range(rng.randint(3, 10)))
 
 
 def made_up_city(rng: random.Random) -> str:
-    """A place name no table holds ("Velmora", "Port Tasiki"): asked about in training so that the
-    model learns to copy a name from the request, never to recall one it knows (measured: without
-    them, held-out cities came out as known ones, "Bucharest" as "Budapest")."""
+    """A place name no table holds ("Velmora", "Port Tasiki", "Osloronto", "Qwizt"): asked about in
+    training so that the model learns to copy a name from the request, never to recall one it knows
+    (measured: without them, held-out cities came out as known ones, "Bucharest" as "Budapest").
+    Three kinds of word, so that no one kind's letters become a prior of their own: syllables from
+    small tables (stage 4's only kind; measured: held-out names then came back as those syllables,
+    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, and free letters."""
     def word() -> str:
-        syllables = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(rng.randint(1, 3)))
-        return (syllables + rng.choice(CODAS)).capitalize()
-    words = [word() for _ in range(rng.choice([1, 1, 1, 2]))]
-    if rng.random() < 0.15:
-        words.insert(0, rng.choice(PLACE_WORDS))
-    return " ".join(words)
+        kind = rng.random()
+        w = (_syllable_name(rng) if kind < 0.35 else _spliced_name(rng) if kind < 0.7 else _letters_name(rng))
+        if rng.random() < 0.15:
+            w += rng.choice(PLACE_SUFFIXES)
+        return w.capitalize()
+    while True:
+        words = [word() for _ in range(rng.choice([1, 1, 1, 1, 2, 2, 3]))]
+        if rng.random() < 0.15:
+            words.insert(0, rng.choice(PLACE_WORDS))
+        name = " ".join(words)
+        if name not in WEATHER:  # never a real table city by accident (a held-out one least of all)
+            return name
 
 
 def weather_request(rng: random.Random, split: str) -> Request:
@@ -285,16 +327,22 @@ CAPITAL_FRAMES = {"train": ["What is the capital of {x}?", "capital of {x}?", "W
                   "heldout": ["Where is the seat of government of {x}?", "Do you know {x}'s capital?",
                               "{x}: what's its capital city?"]}
 SMALL_TALK = {  # (requests, answers)
-    "greeting": ({"train": ["Hello!", "Hi", "hey", "Good morning!", "Hi there!", "hello there", "Hey, how are you?"],
+    "greeting": ({"train": ["Hello!", "Hi", "hey", "Good morning!", "Hi there!", "hello there", "Hey, how are you?",
+                            "hi, how's it going?", "Hey! What's up?", "Hello again", "Morning.",
+                            "How are you today?", "Hey, good to see you"],
                   "heldout": ["Howdy!", "Good afternoon.", "Heya"]},
                  ["Hello! How can I help you today?", "Hi! What can I do for you?"]),
-    "identity": ({"train": ["Who are you?", "What are you?", "what's your name?", "Are you a bot?", "Tell me about yourself."],
+    "identity": ({"train": ["Who are you?", "What are you?", "what's your name?", "Are you a bot?", "Tell me about yourself.",
+                               "Who is this?", "Are you human?", "Who made you?", "what should I call you"],
                   "heldout": ["Introduce yourself.", "What kind of assistant are you?"]},
                  ["I am a tiny Qwen3.5 model trained for the Qwen Workbench tutorials."]),
-    "abilities": ({"train": ["What can you do?", "What tools do you have?", "How can you help me?", "what are you good for?"],
+    "abilities": ({"train": ["What can you do?", "What tools do you have?", "How can you help me?", "what are you good for?",
+                                "what are you able to do", "Which tools can you use?", "How do you work?"],
                    "heldout": ["What are your skills?", "What sort of things can you help with?"]},
                   ["I can do arithmetic, look up the weather in a city and convert units, with my tools."]),
-    "thanks": ({"train": ["Thanks!", "Thank you.", "thx", "Great, thanks a lot!", "Perfect, thank you!"],
+    "thanks": ({"train": ["Thanks!", "Thank you.", "thx", "Great, thanks a lot!", "Perfect, thank you!",
+                          "ok cool, thanks", "Nice, thanks!", "Awesome, thank you so much!", "Bye!", "great, bye",
+                          "Thanks, see you later."],
                 "heldout": ["Cheers, that helped.", "Appreciate it!"]},
                ["You're welcome!", "Glad I could help!"]),
     "code": ({"train": ["Write a Python function that adds two numbers.", "Show me a Python function to add two numbers.",

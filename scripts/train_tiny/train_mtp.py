@@ -10,7 +10,9 @@ own distribution there (`--target model`), or the data's token (`--target data`)
 the code, as in train.py (tool calls 1x here: the draft should follow the text as it comes).
 The text model's weights are not touched: only the `mtp.*` tensors of model.safetensors change.
 
-A run continues from the layer the checkpoint holds (its rounds are kept in order in training.json).
+A run continues from the layer the checkpoint holds (its rounds are kept in order in training.json),
+or with `--head-from OTHER` from OTHER's layer and rounds: after the text model was retrained
+(train.py writes a fresh, untrained layer), the old layer is a far better start than that one.
 Then it measures what matters, on text the model was not trained on: greedy speculative decoding
 with 3 drafts on held-out conversations and held-out standard-library files, the share of
 drafts accepted at each draft position, and writes it with the settings and loss curve under "mtp"
@@ -112,6 +114,22 @@ def save_head(folder: Path, head) -> None:
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
 
 
+def carry_head(source: Path, folder: Path) -> dict:
+    """Copy `source`'s mtp.* tensors into `folder`'s model.safetensors (same shapes) -> its MTP
+    record (training.json's "mtp": the rounds that trained it)."""
+    from safetensors.torch import load_file, save_file
+
+    theirs = {k: v for k, v in load_file(source / "model.safetensors").items() if k.startswith("mtp.")}
+    weights = folder / "model.safetensors"
+    state = load_file(weights)
+    wrong = [k for k, v in theirs.items() if k not in state or state[k].shape != v.shape]
+    if wrong or not theirs:
+        raise SystemExit(f"{source}'s MTP layer does not fit {folder}: {wrong or 'no mtp.* tensors'}")
+    state.update(theirs)
+    save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
+    return json.loads((source / "training.json").read_text()).get("mtp", {})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(ROOT / "workbench" / "checkpoints" / "tiny"))
@@ -121,6 +139,8 @@ def main() -> None:
     ap.add_argument("--chain", default="0.6,0.4", help="loss weight of each chained draft step, comma-separated")
     ap.add_argument("--target", choices=["model", "data"], default="model",
                     help="learn the text model's own next-next distribution (default) or the data's token")
+    ap.add_argument("--head-from", default=None,
+                    help="start from this checkpoint's MTP layer and rounds (same shapes), not the model's own")
     args = ap.parse_args()
     chain = tuple(float(x) for x in args.chain.split(","))
     from tokenizers import Tokenizer
@@ -130,6 +150,7 @@ def main() -> None:
     random.seed(SEED)
     torch.manual_seed(SEED)
     folder = Path(args.model)
+    carried = carry_head(Path(args.head_from), folder) if args.head_from else None
     model = workbench.load(folder, backend="torch", device="cpu", dtype="float32")
     lm, head = model.engine.model, model.engine.mtp
     if head is None:
@@ -181,8 +202,10 @@ def main() -> None:
     this = {"steps": step, "batch": BATCH, "seq": SEQ, "lr": args.lr, "minutes": args.minutes, "seed": SEED + 5,
             "text_model": "frozen", "target": args.target, "chain": list(chain), "curve": curve,
             "held_out_acceptance": {"before": before, "after": after}}
+    if carried is not None:  # the earlier rounds trained this layer against the text model before this one
+        this["head_from"] = Path(args.head_from).name
     # Each run continues from the layer the checkpoint holds: the rounds are kept in order.
-    earlier = training.get("mtp", {})
+    earlier = training.get("mtp", {}) if carried is None else carried
     rounds = earlier.get("rounds", [earlier] if earlier else [])
     training["mtp"] = {"rounds": rounds + [this]}
     (folder / "training.json").write_text(json.dumps(training, indent=1) + "\n")
