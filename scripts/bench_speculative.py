@@ -6,8 +6,11 @@ tokens of its plain greedy reply up to its end of turn (at most N), so every eng
 tokens and none runs on past the reply, where a draft layer has nothing sensible to guess:
   transformers        `model.generate` of the loaded torch module (one token per forward)
   mlx_lm              `mlx_lm.stream_generate` on the same checkpoint loaded by the MLX backend
-  workbench B         model.generate(ids, max_new_tokens=N) on backend B (torch, mlx)
+  workbench B         model.generate(ids, max_new_tokens=N, speculative=0) on backend B (torch, mlx)
   spec B k=K          ... speculative=K, K = 1, 2, 3
+  default B           ... without speculative=: the model's default (`model.speculative`, which backs
+                      off to plain steps where its drafts do not pay; run with --model tiny-random
+                      to see that on an untrained layer)
 Decode tok/s = (N - 1) / (time(N new tokens) - time(1 new token)), so prefill and set-up cancel out;
 medians over repeats and prompts. The speculative rows also give the tokens each verify forward
 yields and the share of drafts accepted at each position (from the runs' own Stats). The output of
@@ -68,21 +71,29 @@ def main() -> None:
     rates: dict[str, list[float]] = {}
     spec_stats: dict[str, list] = {}
     lengths = {}
+    backed = {b: 0 for b in models}  # prompts on which the default backed off to plain steps
     for name, prompt in PROMPTS.items():
         ids = model.prompt_ids(prompt, thinking=False)[0]
         n = lengths[name] = len(model.generate(ids, max_new_tokens=args.new).token_ids)  # to its end of turn
-        plain = model.generate(ids, max_new_tokens=n, ignore_eos=True).token_ids.tolist()
+        plain = model.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=0).token_ids.tolist()
         runs = {"transformers": raw_torch(model, ids)}
         if mlx is not None:
             runs["mlx_lm"] = raw_mlx(mlx, ids)
         for b, m in models.items():
-            runs[f"workbench {b}"] = lambda n, ids=ids, m=m: m.generate(ids, max_new_tokens=n, ignore_eos=True)
+            runs[f"workbench {b}"] = lambda n, ids=ids, m=m: m.generate(ids, max_new_tokens=n, ignore_eos=True,
+                                                                      speculative=0)
             for k in drafts:
                 runs[f"spec {b} k={k}"] = (lambda n, ids=ids, k=k, m=m:
                                            m.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k))
                 g = m.generate(ids, max_new_tokens=n, ignore_eos=True, speculative=k)
                 assert g.token_ids.tolist() == plain, f"speculative k={k} on {b} changed the greedy output on {name!r}"
                 spec_stats.setdefault(f"spec {b} k={k}", []).append(g.stats)
+            runs[f"default {b}"] = lambda n, ids=ids, m=m: m.generate(ids, max_new_tokens=n, ignore_eos=True)
+            g = m.generate(ids, max_new_tokens=n, ignore_eos=True)
+            assert g.token_ids.tolist() == plain, f"the default on {b} changed the greedy output on {name!r}"
+            backed[b] += g.stats.backed_off_at is not None
+            if g.stats.verify_steps:
+                spec_stats.setdefault(f"default {b}", []).append(g.stats)
         for run in runs.values():
             run(n)  # warm-up
         for _ in range(args.repeats):  # alternate, so drift on a shared machine hits all alike
@@ -107,6 +118,9 @@ def main() -> None:
             accepted = np.sum([s.accepted_by_position for s in stats], axis=0)
             cells[5] = " / ".join(f"{a / p:.0%}" for a, p in zip(accepted, proposed))
         print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\nmodel.speculative: " + ", ".join(f"{b} {m.speculative}" for b, m in models.items())
+          + "; the default backed off to plain steps on " + ", ".join(
+              f"{backed[b]} of {len(PROMPTS)} prompts on {b}" for b in models))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def oracle(model, plain_ids: list[int], wrong=lambda g, j: (5 * g + j) % 7 == 0)
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_greedy_equals_plain_with_every_acceptance_length(rand, monkeypatch, k):
     prompt = PROMPTS[k % len(PROMPTS)]
-    plain = rand.generate(prompt, max_new_tokens=130, ignore_eos=True)
+    plain = rand.generate(prompt, max_new_tokens=130, ignore_eos=True, speculative=0)
     monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
     spec = rand.generate(prompt, max_new_tokens=130, ignore_eos=True, speculative=k)
     assert spec.token_ids.tolist() == plain.token_ids.tolist()
@@ -96,7 +96,7 @@ def test_greedy_equals_plain_with_every_acceptance_length(rand, monkeypatch, k):
 @pytest.mark.parametrize("k", [1, 3])
 def test_greedy_equals_plain_with_the_checkpoints_own_drafts(rand, k):
     for prompt in PROMPTS:
-        plain = rand.generate(prompt, max_new_tokens=128, ignore_eos=True)
+        plain = rand.generate(prompt, max_new_tokens=128, ignore_eos=True, speculative=0)
         spec = rand.generate(prompt, max_new_tokens=128, ignore_eos=True, speculative=k)
         assert spec.token_ids.tolist() == plain.token_ids.tolist()
         assert spec.stats.draft_tokens > 0 and "MTP speculation" in spec.stats.decode_path
@@ -114,17 +114,17 @@ def test_chat_with_thinking_and_a_tool_call_equals_plain(trained):
 
 
 def test_stops_and_limits_behave_as_without_speculation(rand):
-    plain = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True)
+    plain = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True, speculative=0)
     stop = plain.text[20:24]
     for kw in ({"max_new_tokens": 1}, {"max_new_tokens": 2}, {"max_new_tokens": 7}, {"stop": stop},
                {"stop": [stop, "zz"]}, {"presence_penalty": 1.5}):
         kw = {"max_new_tokens": 60, **kw}
-        a = rand.generate(PROMPTS[0], ignore_eos=True, **kw)
+        a = rand.generate(PROMPTS[0], ignore_eos=True, speculative=0, **kw)
         b = rand.generate(PROMPTS[0], ignore_eos=True, speculative=4, **kw)
         assert (b.text, b.finish_reason, b.token_ids.tolist()) == (a.text, a.finish_reason, a.token_ids.tolist()), kw
     # EOS: the random model ends this prompt by itself (tests/browser/test_tutorials.py)
     messages = [{"role": "user", "content": "Tell me a very long story about a cat."}]
-    a = rand.generate(messages, max_new_tokens=2000, thinking=False)
+    a = rand.generate(messages, max_new_tokens=2000, thinking=False, speculative=0)
     b = rand.generate(messages, max_new_tokens=2000, thinking=False, speculative=3)
     assert a.finish_reason == "stop" and b.token_ids.tolist() == a.token_ids.tolist()
 
@@ -144,7 +144,7 @@ def test_stop_mid_stream_and_abandoned_streams_leave_the_model_usable(rand):
 
 
 def test_two_threads_speculating_on_one_model(rand):
-    want = {p: rand.generate(p, max_new_tokens=48, ignore_eos=True).token_ids.tolist() for p in PROMPTS}
+    want = {p: rand.generate(p, max_new_tokens=48, ignore_eos=True, speculative=0).token_ids.tolist() for p in PROMPTS}
     got, errors = {}, []
 
     def work(prompt, k):
@@ -165,7 +165,7 @@ def test_another_model_of_the_same_architecture_runs_beside_a_speculating_one(ra
     """Both share transformers' (or mlx-lm's) modeling module, where the verify swaps the delta
     rule: the other model's prefills (and its traces) must not go through it."""
     long = "def parse(tokens):\n" * 12
-    want_spec = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True).token_ids.tolist()
+    want_spec = rand.generate(PROMPTS[0], max_new_tokens=60, ignore_eos=True, speculative=0).token_ids.tolist()
     want_other = [trained.generate(long + str(i), max_new_tokens=2, ignore_eos=True).token_ids.tolist() for i in range(12)]
     got, errors = {}, []
 
@@ -208,11 +208,16 @@ def _trace():
 def test_traces_hold_the_accepted_tokens_only_in_order(rand, monkeypatch, k):
     """Every verify reads rejected drafts too; the records must be plain decoding's all the same,
     after every acceptance length (oracle drafts), row for row."""
-    plain = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True, trace=_trace())
+    plain = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True, trace=_trace(), speculative=0)
     monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
     spec = rand.generate(PROMPTS[1], max_new_tokens=40, ignore_eos=True, trace=_trace(), speculative=k)
-    assert spec.token_ids.tolist() == plain.token_ids.tolist()
     assert 0 < spec.stats.accepted_tokens < spec.stats.draft_tokens
+    _assert_same_run(plain, spec)
+
+
+def _assert_same_run(plain, spec) -> None:
+    """The same tokens, and the same routing and DeltaNet records row for row."""
+    assert spec.token_ids.tolist() == plain.token_ids.tolist()
     for name, fields in (("routing", ("experts", "weights", "shared_gate", "probs", "token_ids")),
                          ("deltanet", ("decay", "beta", "state_norm", "final_state", "states", "state_tokens",
                                        "queries", "keys", "values", "token_ids"))):
@@ -226,11 +231,28 @@ def test_traces_hold_the_accepted_tokens_only_in_order(rand, monkeypatch, k):
                 assert np.array_equal(x, y), (name, f)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_a_run_that_ends_on_eos_or_a_stop_string_keeps_plain_decodings_rows(trained, k):
+    """Plain decoding reads a run's last token (it queued that step) unless Stop or max_new_tokens
+    ended it; a speculative run that ends among a verify's tokens keeps the same rows, whether
+    the end is a draft or the verify's own sample, and leaves the same final DeltaNet state."""
+    trace = _trace()
+    for q, stop in (("Could you tell me how warm it is in Porto right now?", None), ("What's 45 times 12?", None),
+                    ("Hello!", None), ("Could you tell me how warm it is in Porto right now?", "Porto")):
+        ids = trained.prompt_ids([{"role": "user", "content": q}], thinking=False)[0]
+        kw = dict(max_new_tokens=48, trace=trace, stop=stop)
+        plain, spec = trained.generate(ids, speculative=0, **kw), trained.generate(ids, speculative=k, **kw)
+        assert plain.finish_reason == spec.finish_reason == "stop"
+        assert spec.routing.n_tokens == plain.routing.n_tokens == len(ids) + len(plain.token_ids)
+        _assert_same_run(plain, spec)
+
+
 def test_interventions_act_as_without_speculation(rand, monkeypatch):
     change = workbench.Intervention(disable={3: [0, 1, 2, 3, 4]}, force={1: 9}, positions=list(range(8, 30)))
     kw = dict(max_new_tokens=40, ignore_eos=True, intervene=change, trace=workbench.Trace(routing=True))
-    plain = rand.generate(PROMPTS[2], **kw)
-    assert plain.token_ids.tolist() != rand.generate(PROMPTS[2], max_new_tokens=40, ignore_eos=True).token_ids.tolist()
+    plain = rand.generate(PROMPTS[2], speculative=0, **kw)
+    unchanged = rand.generate(PROMPTS[2], max_new_tokens=40, ignore_eos=True, speculative=0)
+    assert plain.token_ids.tolist() != unchanged.token_ids.tolist()
     monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
     spec = rand.generate(PROMPTS[2], speculative=2, **kw)
     assert spec.token_ids.tolist() == plain.token_ids.tolist()
@@ -244,7 +266,7 @@ def test_prompt_cache_entry_left_by_speculation_continues_plainly(rand):
     follow = messages + [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And two more?"}]
     cached = rand.generate(follow, max_new_tokens=24, ignore_eos=True, prompt_cache=True)
     rand.prompt_cache.clear()
-    fresh = rand.generate(follow, max_new_tokens=24, ignore_eos=True)
+    fresh = rand.generate(follow, max_new_tokens=24, ignore_eos=True, speculative=0)
     assert cached.stats.reused_prompt_tokens > 0
     assert cached.token_ids.tolist() == fresh.token_ids.tolist()
 
@@ -315,6 +337,10 @@ def test_a_checkpoint_without_or_with_a_broken_mtp_layer(tmp_path, backend):
             for _ in range(2):  # a failed load is not remembered as a layer
                 with pytest.raises(WorkbenchError, match="mtp.fc.weight"):
                     model.generate("x", max_new_tokens=4, speculative=1)
+            if model.speculative:  # the default: plain decoding, said once, then no more tries
+                with pytest.warns(RuntimeWarning, match="without speculation by default.*mtp.fc.weight"):
+                    assert model.generate("x", max_new_tokens=4).stats.verify_steps == 0
+                assert model.speculative == 0
         assert len(model.generate("x", max_new_tokens=4).token_ids) == 4
 
 
@@ -334,7 +360,7 @@ def test_figures_show_what_the_drafts_did(rand, monkeypatch):
 
     from workbench.figures import speculative as fs
 
-    plain = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True)
+    plain = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True, speculative=0)
     monkeypatch.setattr(rand.engine, "speculation", oracle(rand, plain.token_ids.tolist()))
     g = rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True, speculative=3)
     drafted = g.stats.drafted
@@ -364,21 +390,85 @@ def test_a_backend_that_cannot_speculate_yet_says_so():
     assert len(model.generate("x", max_new_tokens=4, ignore_eos=True).token_ids) == 4
 
 
-def test_the_default_is_off_on_a_cpu_and_settable(rand):
-    """`model.speculative` is what `generate` does without `speculative=`: 0 on a CPU (measured
-    slower or even there), 2 on Metal with an MTP layer; a bad value is refused and changes nothing."""
-    assert rand.device == "cpu" and rand.speculative == 0
-    assert rand.generate("x", max_new_tokens=8, ignore_eos=True).stats.verify_steps == 0
+def test_the_default_speculates_where_it_pays_and_is_settable(rand):
+    """`model.speculative` is what `generate` does without `speculative=`: 2 with an MTP layer where
+    a verify is cheap (torch without CUDA graphs, MLX on Metal), 0 on MLX on a CPU (it measured
+    even there); a set value is kept, a bad one refused, None returns to the default."""
+    assert rand.device == "cpu" and rand.has_mtp
+    default = 2 if rand.backend == "torch" else 0
+    assert rand.speculative == default
     try:
-        rand.speculative = 2
+        rand.speculative = 3
         g = rand.generate(PROMPTS[0], max_new_tokens=8, ignore_eos=True)
-        assert g.stats.verify_steps > 0 and "k=2" in g.stats.decode_path
+        assert g.stats.verify_steps > 0 and "k=3" in g.stats.decode_path
         assert rand.generate(PROMPTS[0], max_new_tokens=8, ignore_eos=True, speculative=0).stats.verify_steps == 0
         with pytest.raises(WorkbenchError, match="speculative=5"):
             rand.speculative = 5
-        assert rand.speculative == 2
-    finally:
+        assert rand.speculative == 3
         rand.speculative = 0
+        assert rand.generate("x", max_new_tokens=8, ignore_eos=True).stats.verify_steps == 0
+    finally:
+        rand.speculative = None
+    assert rand.speculative == default
+
+
+@pytest.fixture
+def speculating_by_default(rand, monkeypatch):
+    """`rand` with its backend's default on (MLX on a CPU has it off: the back-off is the loop's)."""
+    monkeypatch.setattr(type(rand.engine), "speculation_pays", property(lambda self: True))
+    assert rand.speculative == 2
+    return rand
+
+
+def test_the_default_backs_off_when_its_drafts_do_not_pay(speculating_by_default, monkeypatch):
+    """tiny-random's untrained layer accepts almost nothing: after BACKOFF_WINDOW verifies the default
+    gives way to plain steps, with the plain output, traces included; an asked-for k never does."""
+    from workbench.generation import BACKOFF_WINDOW
+
+    rand = speculating_by_default
+    kw = dict(max_new_tokens=48, ignore_eos=True, trace=_trace())
+    plain = rand.generate(PROMPTS[1], speculative=0, **kw)
+    auto = rand.generate(PROMPTS[1], **kw)
+    assert auto.stats.verify_steps == BACKOFF_WINDOW and auto.stats.accepted_tokens < BACKOFF_WINDOW / 2
+    assert auto.stats.backed_off_at == BACKOFF_WINDOW + auto.stats.accepted_tokens + 1  # prefill's token too
+    assert "plain steps after token" in str(auto.stats)
+    assert len(auto.stats.drafted) == 48 and not auto.stats.drafted[auto.stats.backed_off_at:].any()
+    _assert_same_run(plain, auto)
+    asked = rand.generate(PROMPTS[1], max_new_tokens=48, ignore_eos=True, speculative=2)
+    assert asked.stats.backed_off_at is None and asked.stats.verify_steps > BACKOFF_WINDOW
+    assert asked.token_ids.tolist() == plain.token_ids.tolist()
+
+
+def test_the_default_keeps_drafting_while_they_pay(speculating_by_default, monkeypatch):
+    """Drafts that are right (oracle) keep the default speculating to the end; once they turn wrong
+    (from the 30th token on), it backs off within BACKOFF_WINDOW verifies, output unchanged."""
+    from workbench.generation import BACKOFF_WINDOW
+
+    rand = speculating_by_default
+    plain = rand.generate(PROMPTS[2], max_new_tokens=60, ignore_eos=True, speculative=0)
+    ids = plain.token_ids.tolist()
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, ids, wrong=lambda g, j: False))
+    right = rand.generate(PROMPTS[2], max_new_tokens=60, ignore_eos=True)
+    assert right.stats.backed_off_at is None and right.stats.mean_accepted_length > 2.5
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, ids, wrong=lambda g, j: g >= 30))
+    turned = rand.generate(PROMPTS[2], max_new_tokens=60, ignore_eos=True, seed=3)
+    assert 30 < turned.stats.backed_off_at <= 30 + BACKOFF_WINDOW + 1
+    assert turned.token_ids.tolist() == ids == right.token_ids.tolist()
+
+
+def test_seeded_sampling_with_the_default_is_reproducible(speculating_by_default):
+    """The back-off reads tokens, not clocks: a seeded run makes the same choices every time."""
+    rand = speculating_by_default
+    runs = [rand.generate(PROMPTS[0], max_new_tokens=40, ignore_eos=True, temperature=0.9, seed=11)
+            for _ in range(2)]
+    assert runs[0].token_ids.tolist() == runs[1].token_ids.tolist()
+    assert runs[0].stats.backed_off_at == runs[1].stats.backed_off_at is not None
+
+
+def test_the_benchmark_measures_what_it_is_asked(speculating_by_default):
+    """bench's None is plain decoding, as llama-bench measures, whatever the model's default."""
+    df = workbench.bench(speculating_by_default, prompt_tokens=4, new_tokens=4, repeats=1)
+    assert list(df.speculative) == [0, 0]
 
 
 def test_mlx_and_torch_mtp_layers_compute_the_same_drafts():
@@ -437,7 +527,7 @@ def test_seeded_speculative_sampling_has_plain_samplings_distribution(trained):
     kw = dict(max_new_tokens=3, temperature=1.0, top_k=4, ignore_eos=True)
     plain, spec, kept, dropped = Counter(), Counter(), 0, 0
     for seed in range(250):
-        plain[tuple(trained.generate(ids, seed=seed, **kw).token_ids.tolist())] += 1
+        plain[tuple(trained.generate(ids, seed=seed, speculative=0, **kw).token_ids.tolist())] += 1
         g = trained.generate(ids, seed=10_000 + seed, speculative=1, **kw)
         spec[tuple(g.token_ids.tolist())] += 1
         kept += g.stats.accepted_tokens

@@ -103,7 +103,8 @@ def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: 
     up from the device's name in `planner.DEVICES`; None where unknown, e.g. most CPUs).
     progress(done, total, test name) is called before each test. speculative=k: decode with k
     MTP drafts per step (`Model.generate`'s option; greedy, so the tokens are plain decoding's);
-    0: plain; None: as `generate` decodes by default (`model.speculative`).
+    0 or None: plain, as llama-bench measures (`generate`'s default speculation adapts to the text,
+    so each k is measured as asked, never backing off).
     A served model (`workbench.connect`) is measured like vLLM's serving benchmark instead: see
     `workbench.remote.serving_bench` (concurrency=, requests=, max_seconds=).
     """
@@ -124,7 +125,7 @@ def bench(model: "Model", prompt_tokens: int | Sequence[int] = 512, new_tokens: 
                                           and math.isfinite(bandwidth_gbs) and bandwidth_gbs > 0):
         raise WorkbenchError(f"bandwidth_gbs={bandwidth_gbs!r} is invalid: give the device's memory bandwidth "
                              "in GB/s, a number > 0 (e.g. 4800 for an H200).")
-    drafts = model._checked_speculative(speculative)
+    drafts = model._checked_speculative(speculative or 0)
     tests = plan_tests(prompt_tokens, new_tokens, depth, combined)
     longest = max(t.depth + t.prompt + t.new for t in tests)
     if longest > model.context_length:

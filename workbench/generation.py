@@ -9,6 +9,7 @@ t+1 while the host decodes the text of step t, as mlx-lm's own loop does.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -55,6 +56,7 @@ class Stats:
     proposed_by_position: Any = None   # [k] int: drafts proposed at draft position 1..k
     accepted_by_position: Any = None   # [k] int: of those, accepted
     drafted: Any = None                # [new] bool: which tokens were accepted drafts (the others: sampled)
+    backed_off_at: int | None = None   # new tokens made when the default speculation gave way to plain steps
 
     @property
     def acceptance_by_position(self) -> np.ndarray:
@@ -76,6 +78,8 @@ class Stats:
         reused = f" ({self.reused_prompt_tokens} from the prompt cache)" if self.reused_prompt_tokens else ""
         spec = (f" | drafts {self.accepted_tokens}/{self.draft_tokens} accepted, "
                 f"{self.mean_accepted_length:.2f} tok/verify" if self.verify_steps else "")
+        if self.backed_off_at is not None:
+            spec += f", plain steps after token {self.backed_off_at}"
         return (f"prompt {self.prompt_tokens} tok{reused}, new {self.new_tokens} tok | TTFT "
                 f"{self.time_to_first_token_s * 1e3:,.1f} ms | prefill {self.prefill_tokens_per_s:,.1f} tok/s"
                 f" | decode {self.decode_tokens_per_s:,.1f} tok/s{spec} | peak {mem}")
@@ -99,6 +103,16 @@ class Generation:
 
     def __str__(self) -> str:
         return self.text
+
+
+# The default speculation (`Model.speculative` never set) gives way to plain steps for the rest of
+# a generation once its drafts stop paying: fewer than BACKOFF_MIN_ACCEPTED accepted drafts per
+# verify over the last BACKOFF_WINDOW verifies. A k=2 step cost 1.37 plain steps on this project's
+# CPU (break-even at 0.37 accepted per verify) and about 1 on a GPU; an untrained or mismatched
+# MTP layer (tiny-random's, a quantized copy's) accepts almost nothing. The rule reads only the
+# tokens, so a seeded run makes the same choice every time.
+BACKOFF_WINDOW = 8
+BACKOFF_MIN_ACCEPTED = 0.5
 
 
 def speculative_step(speculation, sampler, last: int, k: int) -> list[int]:
@@ -128,13 +142,15 @@ class DecodeLoop:
 
     `speculative=k` (1..4): each step the backend's MTP layer drafts k tokens and one forward of the
     model verifies them all (`Backend.speculation`); the tokens come out one by one as before, with
-    the same stop checks, and greedy output is the plain loop's.
+    the same stop checks, and greedy output is the plain loop's. `backoff=True` (the model's default
+    speculation, not one asked for) switches to plain steps once the drafts stop paying (see
+    BACKOFF_WINDOW).
     """
 
     def __init__(self, backend: "Backend", tokenizer: "Tokenizer", prompt_ids: np.ndarray,
                  max_new_tokens: int, sampling: SamplingParams, stop: Sequence[str] = (),
                  eos_ids: Sequence[int] = (), probe: Any = None, store: "PromptCache | None" = None,
-                 turn_marker: int | None = None, speculative: int = 0):
+                 turn_marker: int | None = None, speculative: int = 0, backoff: bool = False):
         self.backend, self.tokenizer = backend, tokenizer
         self.probe = probe  # hooked into the model for this loop's own forward calls only
         # The prompt cache to continue from and fill (never with a probe: see prompt_cache.py), and the
@@ -142,6 +158,9 @@ class DecodeLoop:
         self.store = store if probe is None and store is not None and store.enabled else None
         self.turn_marker = turn_marker
         self.speculative = speculative
+        self.backoff = backoff
+        self._recent_accepted: deque[int] = deque(maxlen=BACKOFF_WINDOW)  # per verify, the newest last
+        self._backed_off_at: int | None = None
         self._reused = 0
         self.prompt_ids = prompt_ids
         self.max_new_tokens = max_new_tokens
@@ -231,18 +250,25 @@ class DecodeLoop:
                 kept = backend.snapshot(cache, last_use=True)
                 self.store.put(held, kept, backend.snapshot_bytes(kept), "generation end")
 
-    def _plain(self, cache: Any, sampler, decoder) -> Iterator[StepEvent]:
-        """One forward per token, the next queued before the last is read."""
-        token = self._forward(self._split_at_turn_start(cache), cache, sampler)
-        first_id = self._read(token)  # read before queuing step 2, so TTFT is prefill alone
-        first_at = last_at = time.perf_counter()
-        for n in range(1, self.max_new_tokens + 1):
+    def _plain(self, cache: Any, sampler, decoder, after: int | None = None,
+               times: tuple[float, float] | None = None) -> Iterator[StepEvent]:
+        """One forward per token, the next queued before the last is read. `after`: continue a
+        speculative run (clocks `times`) whose newest token, made but not yet read, is `after`."""
+        if after is None:
+            token = self._forward(self._split_at_turn_start(cache), cache, sampler)
+            pending = self._read(token)  # read before queuing step 2, so TTFT is prefill alone
+            first_at = last_at = time.perf_counter()
+        else:
+            token = self._forward(np.asarray([after], dtype=np.int64), cache, sampler)
+            self._fed.append(after)
+            pending, (first_at, last_at) = None, times
+        for n in range(len(self.token_ids) + 1, self.max_new_tokens + 1):
             # Queue step n+1 before reading token n: the device works while the host decodes.
             upcoming = None
             if n < self.max_new_tokens and not self._interrupted:
                 upcoming = self._forward(token, cache, sampler)
-            if n == 1:
-                token_id = first_id
+            if pending is not None:
+                token_id, pending = pending, None
             else:
                 token_id = self._read(token)
                 last_at = time.perf_counter()
@@ -257,11 +283,18 @@ class DecodeLoop:
         self._times = (first_at, last_at)
 
     def _speculate(self, speculation, sampler, decoder) -> Iterator[StepEvent]:
-        """Draft k, verify k + 1 in one forward, keep the accepted ones and one more, repeat."""
+        """Draft k, verify k + 1 in one forward, keep the accepted ones and one more, repeat.
+
+        A verify's tokens are emitted before the cache keeps them (`accept`), so that when the run
+        ends among them the cache ends where a plain run's does: after the last token on EOS or a
+        stop string (plain decoding had queued the step that reads it), before it on Stop or at
+        `max_new_tokens`. Traces then hold plain decoding's rows, and the prompt cache's entry is
+        a prefix of what the caller saw."""
         backend = self.backend
         with backend.lock:
             token = sampler(speculation.prefill(self._split_at_turn_start(speculation.cache)))
         ready = [backend.to_int(token)]
+        last = None  # the token the verify that made `ready` read first (None: the prefill made it)
         first_at = last_at = time.perf_counter()
         while True:
             for i, token_id in enumerate(ready):
@@ -270,20 +303,43 @@ class DecodeLoop:
                 if emit:
                     yield StepEvent(token_id, emit)
                 if done:
-                    self._times = (first_at, last_at)
-                    return
+                    break
+            read = i + 1 if done and self._reads_last_token() else i  # tokens of `ready` the cache keeps
+            if last is not None:
+                with backend.lock:
+                    speculation.accept(min(read, len(ready) - 1))
+                self._fed.append(last)
+                self._fed.extend(ready[:min(read, len(ready) - 1)])
+            if read == len(ready):  # the verify's own sample, which no forward has read yet
+                with backend.lock:
+                    speculation.close()
+                self._forward(np.asarray(ready[-1:], dtype=np.int64), speculation.cache, sampler)
+                self._fed.append(ready[-1])
+            if done:
+                break
             room = self.max_new_tokens - len(self.token_ids)
             if room <= 0:
                 break
             last = ready[-1]
+            if self._drafts_stopped_paying():
+                self._backed_off_at = len(self.token_ids)
+                with backend.lock:
+                    speculation.close()  # the cache as plain decoding left it, at the accepted tokens
+                yield from self._plain(speculation.cache, sampler, decoder, after=last, times=(first_at, last_at))
+                return
             k = min(self.speculative, room - 1)  # never draft past max_new_tokens
             with backend.lock:
-                ready = speculative_step(speculation, sampler, last, k)
-            self._fed.append(last)
-            self._fed.extend(ready[:-1])
+                drafts = speculation.draft(last, k)
+                ready = sampler.verify(speculation.verify(last, drafts), drafts)
             self._count(k, len(ready) - 1)
             last_at = time.perf_counter()
         self._times = (first_at, last_at)
+
+    def _reads_last_token(self) -> bool:
+        """Whether plain decoding's cache holds a run's last token: it queues the step that reads
+        token n before reading n, except at `max_new_tokens` and after Stop."""
+        return (self.finish_reason == "stop" and len(self.token_ids) < self.max_new_tokens
+                and not self._interrupted)
 
     def _count(self, k: int, accepted: int) -> None:
         """Bookkeeping of one verify step: k drafts proposed, the first `accepted` of them taken."""
@@ -292,6 +348,13 @@ class DecodeLoop:
         self._spec["steps"] += 1
         self._spec["proposed"][:k] += 1
         self._spec["accepted"][:accepted] += 1
+        self._recent_accepted.append(accepted)
+
+    def _drafts_stopped_paying(self) -> bool:
+        """Whether the default speculation should give way to plain steps (see BACKOFF_WINDOW)."""
+        recent = self._recent_accepted
+        return (self.backoff and len(recent) == BACKOFF_WINDOW
+                and sum(recent) < BACKOFF_MIN_ACCEPTED * BACKOFF_WINDOW)
 
     def _take(self, token_id: int, decoder) -> tuple[str, bool]:
         """Record one generated token -> (the text it makes ready to emit, whether the run ends)."""
@@ -372,4 +435,7 @@ class DecodeLoop:
             self.stats.accepted_tokens = int(spec["accepted"].sum())
             self.stats.proposed_by_position = spec["proposed"].copy()
             self.stats.accepted_by_position = spec["accepted"].copy()
-            self.stats.drafted = np.asarray(self._drafted, dtype=bool)
+            drafted = np.zeros(n_new, dtype=bool)  # tokens of plain steps after a back-off: False
+            drafted[:len(self._drafted)] = self._drafted
+            self.stats.drafted = drafted
+            self.stats.backed_off_at = self._backed_off_at

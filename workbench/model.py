@@ -1,6 +1,7 @@
 """Model: the one interface over every backend."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -81,10 +82,8 @@ class Model:
         self._context = context
         # Caches of earlier generations that chat turns and tool rounds continue from (prompt_cache.py).
         self.prompt_cache = PromptCache()
-        # Speculation runs the reference cache, so where plain decoding has a faster path (torch's
-        # CUDA graphs) it stays the default until the two are measured side by side.
-        pays = engine.device != "cpu" and not engine.fast_decode
-        self._speculative = DEFAULT_DRAFTS if self.has_mtp and pays else 0
+        self._speculative: int | None = None  # None: the default (see `speculative`)
+        self._mtp_unusable: str | None = None  # why the default cannot draft (a broken MTP layer)
 
     # ---- what it is ---------------------------------------------------------------------
     @property
@@ -121,18 +120,22 @@ class Model:
     @property
     def speculative(self) -> int:
         """Draft tokens per step when `generate`/`stream`/`chat` get no `speculative=` (0: plain
-        decoding). 2 on a GPU when the checkpoint has an MTP layer (MLX on Metal): a verify of 3
-        tokens reads the weights about once, as one plain step does, so each accepted draft is
-        nearly free. 0 on a CPU, where decode is compute-bound and a 3-token verify plus 2 draft
-        steps costs well over a plain step: with `tiny` it paid on torch (1.7x) but not on MLX
-        (1.0x), and an untrained layer slows every step (scripts/bench_speculative.py); 0
-        where plain decoding has a fast path speculation cannot take yet (torch's CUDA graphs,
-        `fast_decode`); 0 without an MTP layer. Set 1..4 (or 0) to change it for this model."""
-        return self._speculative
+        decoding). By default 2 where the checkpoint has an MTP layer and the backend's verify is
+        cheap next to a plain step (`engine.speculation_pays`): torch without CUDA graphs (on this
+        project's CPU `tiny` decoded 1.69x faster), MLX on Metal. 0 on MLX on a CPU (1.01x at
+        best), 0 against torch's CUDA graphs (`fast_decode`; not yet measured side by side), 0
+        without an MTP layer. The default also backs off: once its drafts stop paying in a
+        generation (an untrained layer, text the layer cannot guess), the rest is plain steps
+        (`generation.BACKOFF_WINDOW`; `stats.backed_off_at`). Set 1..4 (or 0) to fix it for this
+        model, with no back-off; None returns to the default."""
+        if self._speculative is not None:
+            return self._speculative
+        usable = self.has_mtp and self.engine.speculation_pays and self._mtp_unusable is None
+        return DEFAULT_DRAFTS if usable else 0
 
     @speculative.setter
-    def speculative(self, k: int) -> None:
-        self._speculative = self._checked_speculative(0 if k is None else k)
+    def speculative(self, k: int | None) -> None:
+        self._speculative = None if k is None else self._checked_speculative(k)
 
     @property
     def context_length(self) -> int:
@@ -193,7 +196,7 @@ class Model:
         on by default in `chat`): the output is the same, the prefill shorter.
         `speculative=k` (1..4) drafts k tokens per step with the checkpoint's multi-token-prediction
         layer and verifies them in one forward (`model.has_mtp`; torch and MLX; 0: off; by default
-        `model.speculative`: 2 with an MTP layer on Metal, else 0):
+        `model.speculative`, which backs off to plain steps when its drafts stop paying):
         greedy output is the same token for token, sampled output has the same distribution, and
         traces hold the accepted tokens only; `.stats` counts the drafts proposed and accepted.
         """
@@ -225,12 +228,16 @@ class Model:
         # Checked before anything runs: a bad or oversized request costs nothing.
         plan = plan_probes(self.spec, trace, intervene, len(ids) + budget)
         drafts = self._checked_speculative(speculative)
+        backoff = speculative is None and self._speculative is None  # the default, not a choice
+        if backoff and drafts:
+            drafts = self._default_layer_loads(drafts)
         probe = self.engine.probe(plan) if plan.active else None
         opened = prompt_opens_thinking(prompt_text) if prompt_text is not None else False
         loop = DecodeLoop(self.engine, self.tokenizer, ids, budget, sampling,
                           stop=stops, eos_ids=() if ignore_eos else self.tokenizer.eos_token_ids,
                           probe=probe, store=self.prompt_cache if prompt_cache else None,
-                          turn_marker=self.tokenizer.token_to_id("<|im_start|>"), speculative=drafts)
+                          turn_marker=self.tokenizer.token_to_id("<|im_start|>"), speculative=drafts,
+                          backoff=backoff)
 
         def finish(done: DecodeLoop) -> Generation:
             thought, answer = split_thinking(done.text, opened)
@@ -271,11 +278,23 @@ class Model:
         and the weights may still be absent, as in many quantized re-uploads)."""
         return self.engine.has_mtp
 
+    def _default_layer_loads(self, drafts: int) -> int:
+        """`drafts` if the MTP layer loads, else 0 from now on: a layer with a tensor missing fails
+        only an asked-for `speculative=k`; the default decodes plainly and says why once."""
+        try:
+            self.engine.mtp
+        except WorkbenchError as e:
+            self._mtp_unusable = str(e)
+            warnings.warn(f"{self.path.name}: decoding without speculation by default: {e}", RuntimeWarning,
+                          stacklevel=4)
+            return 0
+        return drafts
+
     def _checked_speculative(self, speculative) -> int:
         """`speculative=` as the number of drafts per step (0: off; None: `self.speculative`), or a
         WorkbenchError saying why not."""
         if speculative is None:
-            return self._speculative
+            return self.speculative
         if speculative == 0 and not isinstance(speculative, bool):
             return 0
         if isinstance(speculative, bool) or not isinstance(speculative, (int, np.integer)) or not 1 <= speculative <= 4:

@@ -118,7 +118,7 @@ fb.depth_sweep(sweep)
 # %%
 request = [{"role": "user", "content": "Could you tell me how warm it is in Porto right now?"}]
 ids = model.prompt_ids(request, thinking=False)[0]
-plain = model.generate(ids, max_new_tokens=48)
+plain = model.generate(ids, max_new_tokens=48, speculative=0)
 spec = model.generate(ids, max_new_tokens=48, speculative=3)
 s = spec.stats
 print("same tokens as plain greedy:", spec.token_ids.tolist() == plain.token_ids.tolist())
@@ -126,13 +126,24 @@ print(f"{s.accepted_tokens} of {s.draft_tokens} drafts accepted; {s.mean_accepte
 print("accepted at draft position 1, 2, 3:", [f"{a:.0%}" for a in s.acceptance_by_position])
 
 # %% [markdown]
-# Traces and interventions work as without drafts: the verify forward reads rejected drafts too, and the records forget them, so a trace holds the accepted tokens only, in order. The MLX backend drafts and rolls back the same way (`workbench.load("tiny", backend="mlx")`). Without `speculative=`, `generate` uses `model.speculative`: 2 on Metal when the checkpoint has an MTP layer, 0 on a CPU (below: why) and where torch decodes with CUDA graphs.
+# Traces and interventions work as without drafts: the verify forward reads rejected drafts too, and the records forget them, so a trace holds the accepted tokens only, in order. The MLX backend drafts and rolls back the same way (`workbench.load("tiny", backend="mlx")`).
 
 # %%
 traced = model.generate(ids, max_new_tokens=48, speculative=3, trace=workbench.Trace(routing=True))
-plain_traced = model.generate(ids, max_new_tokens=48, trace=workbench.Trace(routing=True))
+plain_traced = model.generate(ids, max_new_tokens=48, speculative=0, trace=workbench.Trace(routing=True))
 print("same routing records as plain decoding:", (traced.routing.experts == plain_traced.routing.experts).all())
-print("model.speculative on this", model.device, "=", model.speculative)
+
+# %% [markdown]
+# Without `speculative=`, `generate`, `stream` and `chat` use `model.speculative`: 2 drafts where the checkpoint has an MTP layer and a verify is cheap next to a plain step (torch without CUDA graphs, MLX on Metal), 0 elsewhere. This default watches its own drafts: when fewer than 0.5 per verify were accepted over the last 8 verifies, the rest of the generation runs plain steps (`stats.backed_off_at`). `tiny-random`'s MTP layer is untrained, so its default gives up after 8 verifies; `tiny`'s keeps drafting. The rule reads only the tokens, so a seeded run is reproducible.
+
+# %%
+auto = model.generate(ids, max_new_tokens=48)
+print("model.speculative =", model.speculative, f"| tiny: {auto.stats.mean_accepted_length:.2f}",
+      "tokens per verify, backed off at", auto.stats.backed_off_at)
+untrained = workbench.load("tiny-random")
+guessing = untrained.generate("The weather in Porto is", max_new_tokens=48, ignore_eos=True)
+print("tiny-random:", guessing.stats.accepted_tokens, "of", guessing.stats.draft_tokens,
+      "drafts accepted; plain steps after token", guessing.stats.backed_off_at)
 
 # %% [markdown]
 # Green tokens were accepted drafts; grey ones the verify forward sampled itself (the first token, each correction, the token after a fully accepted run):
@@ -154,7 +165,7 @@ by_kind = {name: [model.generate(p, max_new_tokens=48, thinking=False, speculati
 fsp.acceptance(by_kind)
 
 # %% [markdown]
-# Does it pay? Each step runs the draft layer k times and a verify forward over k + 1 tokens, so it costs more than a plain step and gains only when enough drafts are accepted. Measured side by side in one sweep (`scripts/bench_speculative.py` adds transformers' and mlx-lm's own loops and the MLX backend; on its prompts two drafts decoded 1.7x faster than plain on torch, 1.0x on MLX):
+# Does it pay? Each step runs the draft layer k times and a verify forward over k + 1 tokens, so it costs more than a plain step and gains only when enough drafts are accepted. Measured side by side in one sweep (`scripts/bench_speculative.py` adds transformers' and mlx-lm's own loops, the default and the MLX backend; on its prompts two drafts decoded 1.7x faster than plain on torch, 1.0x on MLX, which is why MLX's default on a CPU is off):
 
 # %% tags=["nbval-ignore-output", "machine-dependent"]
 import pandas as pd

@@ -130,6 +130,13 @@ class Backend(ABC):
         return bool(self._mtp_where)
 
     @property
+    def speculation_pays(self) -> bool:
+        """Whether a verify of k + 1 tokens plus k draft steps costs little enough next to a plain
+        step here that speculation is the better default (`Model.speculative`); measured per
+        backend and device in scripts/bench_speculative.py."""
+        return False
+
+    @property
     def mtp(self) -> Any:
         """The MTP layer (None: none), loaded on first use: in a 35B-A3B release it is ~1.6 GB of
         experts that plain decoding never reads. Under the model's lock, so two threads load it once."""
