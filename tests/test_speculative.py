@@ -236,7 +236,7 @@ def test_a_run_that_ends_on_eos_or_a_stop_string_keeps_plain_decodings_rows(trai
     """Plain decoding reads a run's last token (it queued that step) unless Stop or max_new_tokens
     ended it; a speculative run that ends among a verify's tokens keeps the same rows, whether
     the end is a draft or the verify's own sample, and leaves the same final DeltaNet state."""
-    trace = _trace()
+    trace, ended_on_a_draft = _trace(), set()
     for q, stop in (("Could you tell me how warm it is in Porto right now?", None), ("What's 45 times 12?", None),
                     ("Hello!", None), ("Could you tell me how warm it is in Porto right now?", "Porto")):
         ids = trained.prompt_ids([{"role": "user", "content": q}], thinking=False)[0]
@@ -245,6 +245,8 @@ def test_a_run_that_ends_on_eos_or_a_stop_string_keeps_plain_decodings_rows(trai
         assert plain.finish_reason == spec.finish_reason == "stop"
         assert spec.routing.n_tokens == plain.routing.n_tokens == len(ids) + len(plain.token_ids)
         _assert_same_run(plain, spec)
+        ended_on_a_draft.add(bool(spec.stats.drafted[-1]))
+    assert ended_on_a_draft == {True, False}, "both endings must occur, or the test says less than it claims"
 
 
 def test_interventions_act_as_without_speculation(rand, monkeypatch):
