@@ -225,28 +225,38 @@ def _assert_same_run(plain, spec) -> None:
         for f in fields:
             x, y = getattr(a, f), getattr(b, f)
             assert x.shape == y.shape, (name, f, x.shape, y.shape)
-            if x.dtype.kind == "f":
-                np.testing.assert_allclose(y, x, atol=2e-5, err_msg=f"{name}.{f}")
+            if x.dtype.kind == "f":  # a verify sums k + 1 tokens at once: float32 drift over hundreds of tokens
+                np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-4, err_msg=f"{name}.{f}")
             else:
                 assert np.array_equal(x, y), (name, f)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_a_run_that_ends_on_eos_or_a_stop_string_keeps_plain_decodings_rows(trained, k):
+def test_a_run_that_ends_on_eos_or_a_stop_string_keeps_plain_decodings_rows(rand, monkeypatch, k):
     """Plain decoding reads a run's last token (it queued that step) unless Stop or max_new_tokens
-    ended it; a speculative run that ends among a verify's tokens keeps the same rows, whether
-    the end is a draft or the verify's own sample, and leaves the same final DeltaNet state."""
-    trace, ended_on_a_draft = _trace(), set()
-    for q, stop in (("Could you tell me how warm it is in Porto right now?", None), ("What's 45 times 12?", None),
-                    ("Hello!", None), ("Could you tell me how warm it is in Porto right now?", "Porto")):
-        ids = trained.prompt_ids([{"role": "user", "content": q}], thinking=False)[0]
-        kw = dict(max_new_tokens=48, trace=trace, stop=stop)
-        plain, spec = trained.generate(ids, speculative=0, **kw), trained.generate(ids, speculative=k, **kw)
-        assert plain.finish_reason == spec.finish_reason == "stop"
-        assert spec.routing.n_tokens == plain.routing.n_tokens == len(ids) + len(plain.token_ids)
+    ended it; a speculative run that ends among a verify's tokens keeps the same rows and final
+    DeltaNet state, whether the end is an accepted draft or the verify's own sample (oracle drafts
+    place it either way)."""
+    messages = [{"role": "user", "content": "Tell me a very long story about a cat."}]  # ends by itself
+    kw = dict(max_new_tokens=2000, thinking=False, trace=_trace())
+    plain = rand.generate(messages, speculative=0, **kw)
+    ids, end = plain.token_ids.tolist(), len(plain.token_ids) - 1
+    assert plain.finish_reason == "stop" and plain.routing.n_tokens == len(plain.prompt_ids) + len(ids)
+    # Drafts all right put the end on a draft unless it falls where a verify samples (every k + 1
+    # tokens); one early rejection shifts that by one.
+    as_draft = (lambda g, j: False) if end % (k + 1) else (lambda g, j: g == 0 and j == 0)
+    as_sample = lambda g, j: g + 1 + j == end  # noqa: E731  the end drafted wrong: the verify samples it
+    for wrong, drafted in ((as_draft, True), (as_sample, False)):
+        monkeypatch.setattr(rand.engine, "speculation", oracle(rand, ids, wrong))
+        spec = rand.generate(messages, speculative=k, **kw)
+        assert spec.finish_reason == "stop" and bool(spec.stats.drafted[-1]) == drafted
         _assert_same_run(plain, spec)
-        ended_on_a_draft.add(bool(spec.stats.drafted[-1]))
-    assert ended_on_a_draft == {True, False}, "both endings must occur, or the test says less than it claims"
+    stop = plain.text[20:24]
+    plain = rand.generate(messages, speculative=0, stop=stop, **kw)
+    monkeypatch.setattr(rand.engine, "speculation", oracle(rand, ids, lambda g, j: False))
+    spec = rand.generate(messages, speculative=k, stop=stop, **kw)
+    assert spec.finish_reason == "stop" and spec.text == plain.text
+    _assert_same_run(plain, spec)
 
 
 def test_interventions_act_as_without_speculation(rand, monkeypatch):

@@ -115,12 +115,17 @@ BACKOFF_WINDOW = 8
 BACKOFF_MIN_ACCEPTED = 0.5
 
 
-def speculative_step(speculation, sampler, last: int, k: int) -> list[int]:
-    """One step of speculative decoding after `last` (the newest token, not yet read): k drafts,
-    one verify forward, the cache cut back to what was kept -> the accepted drafts and one token
-    more. k = 0 is a plain step (a verify of `last` alone)."""
+def draft_and_verify(speculation, sampler, last: int, k: int) -> list[int]:
+    """k drafts after `last` (the newest token, not yet read) and one verify forward -> the accepted
+    drafts and one token more; the cache keeps nothing of it until `speculation.accept`."""
     drafts = speculation.draft(last, k)
-    ready = sampler.verify(speculation.verify(last, drafts), drafts)
+    return sampler.verify(speculation.verify(last, drafts), drafts)
+
+
+def speculative_step(speculation, sampler, last: int, k: int) -> list[int]:
+    """`draft_and_verify`, the cache cut back to what was kept. k = 0 is a plain step (a verify of
+    `last` alone)."""
+    ready = draft_and_verify(speculation, sampler, last, k)
     speculation.accept(len(ready) - 1)
     return ready
 
@@ -329,8 +334,7 @@ class DecodeLoop:
                 return
             k = min(self.speculative, room - 1)  # never draft past max_new_tokens
             with backend.lock:
-                drafts = speculation.draft(last, k)
-                ready = sampler.verify(speculation.verify(last, drafts), drafts)
+                ready = draft_and_verify(speculation, sampler, last, k)
             self._count(k, len(ready) - 1)
             last_at = time.perf_counter()
         self._times = (first_at, last_at)
