@@ -149,3 +149,24 @@ def test_made_up_places_are_never_table_cities_and_use_every_letter():
     assert set("abcdefghijklmnopqrstuvwxyz") <= {c for n in names for c in n.lower()}
     pieces = {c[:3] for c in phrasing.CITIES["train"]}
     assert sum(n[:3] in pieces for n in names) > 300  # splices begin like a training city
+
+
+def test_composed_weather_frames_put_the_city_anywhere_but_never_in_a_held_out_frame():
+    """The training split's composed weather frames (ask + phrase + time) are many and put the city
+    before, between and after other words; none is a held-out frame, and no held-out frame's own
+    words ("skies", "over", "moment") occur in them, so the phrasing split stays unseen."""
+    rng = random.Random(0)
+    frames = {phrasing._weather_frame(rng, "train") for _ in range(4000)}
+    composed = frames - set(phrasing.WEATHER_FRAMES["train"])
+    assert len(composed) > 1000
+    assert not composed & set(phrasing.WEATHER_FRAMES["heldout"])
+    assert {"start", "middle", "end"} <= {"start" if f.startswith("{c}") else "end" if f.rstrip(".?!").endswith("{c}")
+                                          else "middle" for f in composed}
+    held_words = {"over", "skies", "warm", "moment", "conditions", "look", "jacket", "pack", "walk", "report",
+                  "idea", "give"}
+    assert not [f for f in composed if held_words & set(f.lower().replace("?", " ").replace(".", " ").split())]
+    # the held-out split is drawn as before (the card's requests stay the same): a held-out frame is
+    # one choice from the held-out frames, no extra draw from the random stream
+    a, b = random.Random(5), random.Random(5)
+    assert phrasing._weather_frame(a, "heldout") == b.choice(phrasing.WEATHER_FRAMES["heldout"])
+    assert a.random() == b.random()

@@ -88,6 +88,32 @@ WEATHER_FRAMES = {
                 "Should I pack a jacket for {c}?", "Current conditions in {c}?", "How warm is {c} at the moment?",
                 "Look up the weather in {c}.", "Is {c} cold today?", "Planning a walk in {c}. Will it be nice out?",
                 "What are the skies like over {c}?", "Give me the {c} weather."]}
+# Training weather requests also come composed from three parts, an ask around a weather phrase with
+# the city somewhere inside it and a time after it ("Could you tell me the {c} forecast this weekend?"):
+# hundreds of frames, with the city before, between and after other words, so that the model learns
+# the name's span from the name rather than from a frame's position (measured on stage 5: held-out
+# frames got the word after "the" or before "at", "skies" or "moment", as the city). None of their
+# words is a held-out frame's own ("over", "skies", "warm", "moment", "conditions", "look up").
+WEATHER_ASKS = ["Tell me {w}.", "What's {w}?", "I want to know {w}.", "Can you check {w}?", "{w}, please.",
+                "Show me {w}.", "Get me {w}.", "Find out {w} for me.", "Do you know {w}?", "Need {w}.",
+                "Please fetch {w}.", "Any news about {w}?", "Let me know {w}.", "What about {w}?",
+                "Could you tell me {w}?", "Quickly check {w}.", "{w}?", "Curious about {w}."]
+WEATHER_CORES = ["the weather in {c}", "the weather for {c}", "the forecast for {c}", "the temperature in {c}",
+                 "{c}'s weather", "the weather around {c}", "how the weather is in {c}", "what it's like in {c}",
+                 "the {c} forecast", "the rain situation in {c}", "the weather near {c}", "how hot {c} is",
+                 "whether it's sunny in {c}", "if it rains in {c}", "the weather at {c}", "the {c} temperature",
+                 "{c} weather", "the weather of {c}"]
+WEATHER_TAILS = ["", "", "", " today", " right now", " this afternoon", " tonight", " tomorrow", " this weekend",
+                 " later", " before I head out", " for my trip", " in the morning"]
+COMPOSED_SHARE = 0.5  # of the training split's weather requests
+
+
+def _weather_frame(rng: random.Random, split: str) -> str:
+    if split == "train" and rng.random() < COMPOSED_SHARE:
+        return rng.choice(WEATHER_ASKS).format(w=rng.choice(WEATHER_CORES) + rng.choice(WEATHER_TAILS))
+    return rng.choice(WEATHER_FRAMES[split])
+
+
 CONVERT_FRAMES = {  # {v} {f} {t}: value, from-unit name, to-unit name
     "train": ["Convert {v} {f} to {t}.", "How many {t} is {v} {f}?", "What is {v} {f} in {t}?", "{v} {f} to {t}",
               "{v} {f} in {t}?", "How much is {v} {f} in {t}?", "how many {t} are in {v} {f}",
@@ -297,8 +323,9 @@ def made_up_city(rng: random.Random) -> str:
 
 def weather_request(rng: random.Random, split: str) -> Request:
     city = made_up_city(rng) if split == "train" and rng.random() < MADE_UP_SHARE else rng.choice(CITIES[split])
-    written = city.lower() if rng.random() < 0.1 else city
-    text = _roughen(rng, rng.choice(WEATHER_FRAMES[split]), split).format(c=written)
+    # training writes more names in lower case, as people type them (a held-out miss: "beirut" -> "tirut")
+    written = city.lower() if rng.random() < (0.2 if split == "train" else 0.1) else city
+    text = _roughen(rng, _weather_frame(rng, split), split).format(c=written)
     return Request(text, "get_weather", {"city": written})
 
 
@@ -372,6 +399,7 @@ def plain_request(rng: random.Random, split: str) -> Request:
 
 
 KINDS = {"calculator": calculator_request, "get_weather": weather_request, "convert_units": convert_request}
+TRAIN_KIND_WEIGHTS = [0.32, 0.43, 0.25]
 
 
 def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) -> Request:
@@ -380,4 +408,6 @@ def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) 
     assert split in SPLITS, split
     if rng.random() >= tool_share:
         return plain_request(rng, split)
+    if split == "train":  # weather oftener: copying a name is what held-out requests get wrong most
+        return KINDS[rng.choices(list(KINDS), weights=TRAIN_KIND_WEIGHTS)[0]](rng, split)
     return KINDS[rng.choice(list(KINDS))](rng, split)
