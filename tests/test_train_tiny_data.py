@@ -170,3 +170,33 @@ def test_composed_weather_frames_put_the_city_anywhere_but_never_in_a_held_out_f
     a, b = random.Random(5), random.Random(5)
     assert phrasing._weather_frame(a, "heldout") == b.choice(phrasing.WEATHER_FRAMES["heldout"])
     assert a.random() == b.random()
+
+
+def test_the_cards_retrain_commands_follow_the_recorded_stages_and_mtp_runs():
+    """The model card's retrain block, from the bundled training.json: one train.py run per stage
+    with that stage's minutes and rate, each from the stage before; the MTP runs before a carried
+    layer on the stage they were trained against (train_mtp.py records it), the carried run taking
+    that stage's layer."""
+    import json
+
+    import evaluate
+    from train_mtp import training_stages
+
+    training = json.loads((Path(data.ROOT) / "workbench" / "checkpoints" / "tiny" / "training.json").read_text())
+    chain = evaluate._chain(training)
+    assert training_stages(training) == len(chain) == len(evaluate.STAGES) == len(evaluate.STAGE_COMMITS)
+    lines = evaluate._retrain_commands(training, chain).splitlines()
+    runs = [i for i, line in enumerate(lines) if "train.py --init" in line]
+    assert len(runs) == len(chain) - 1
+    for i, stage in zip(runs[1:], chain[2:]):
+        assert f"--minutes {stage['minutes']:.0f} " in lines[i + 1] and f"--lr {stage['lr']:g}" in lines[i + 1]
+    rounds = evaluate._mtp_rounds(training)
+    carried = next(i for i, m in enumerate(rounds) if m.get("head_from"))
+    head_stage = rounds[carried]["head_stage"]
+    mtp = [line for line in lines if "train_mtp.py" in line]
+    assert len(mtp) == len(rounds)
+    assert all(f"--model /tmp/stage{head_stage} " in line for line in mtp[:carried])
+    assert all(f"--head-from /tmp/stage{head_stage}" in line for line in mtp[carried:])
+    # the earlier MTP runs come right after the stage they trained on was made, before the next one
+    made = next(i for i, line in enumerate(lines) if f"--out /tmp/stage{head_stage} " in line)
+    assert lines.index(mtp[0]) == made + 2

@@ -16,7 +16,7 @@
 # %% [markdown]
 # # Qwen Workbench: quickstart
 #
-# Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for a little over two hours on a 2-core CPU on Python source, short chats and tool requests in many phrasings (its model card: `model.path / "README.md"`). It writes Python-looking code, answers a few kinds of question and calls three tools; it knows little else. The same calls run a real model (last cell).
+# Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for about four and a half hours on a 2-core CPU on Python source, short chats and tool requests in many phrasings (its model card: `model.path / "README.md"`). It writes Python-looking code from a file's opening (from a bare `def` line, greedy decoding soon repeats itself, as below), answers a few kinds of question and calls three tools; it knows little else. The same calls run a real model (last cell).
 
 # %%
 import workbench
@@ -34,7 +34,7 @@ for part, implementation in model.kernels.items():
 
 # %% [markdown]
 # ## Generate
-# `temperature=0` (the default) is greedy decoding, so this output is reproducible.
+# `temperature=0` (the default) is greedy decoding, so this output is reproducible; from a bare function header a model this small falls into repeating itself.
 
 # %%
 gen = model.generate("def fibonacci(n):", max_new_tokens=24)

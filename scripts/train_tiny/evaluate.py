@@ -197,15 +197,19 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "on, the answer after a tool response thinks too (an empty thinking block ends in tokens no prompt ends "
     "in, and most answers then lost the result); the learning rate's cosine runs on the clock (stages 1-3 "
     "guessed the step count from the fast drill steps and ended at about 40% of the peak rate)",
-    "this commit's data: as stage 4, with made-up place names of three kinds (syllables, splices of two "
+    "commit f9e3ade's data: as stage 4, with made-up place names of three kinds (syllables, splices of two "
     "training cities' names, free letters) in half of the weather requests, since at the end of stage 4 "
     "held-out names came back as stage 3's made-up syllables (\"Winnipeg\" as \"Winvirouquuchrou\"); 13 more "
     "training weather frames with the city mid-sentence; numbers in words in a quarter of the arithmetic; "
     "more greetings, thanks and questions about the assistant",
+    "this commit's data: as stage 5, plus weather frames composed of an ask, a weather phrase and a time "
+    "(hundreds of frames, the city before, between and after other words), weather in 43% of the tool "
+    "requests and a fifth of the names in lower case, since at the end of stage 5 held-out frames had the "
+    "word after \"the\" or before \"at\" copied as the city (\"What are the skies like over Dubai\" -> \"skies\")",
 ]
 # The commit whose scripts/train_tiny trained each stage after the first (stage 1: the release 272ed49);
 # None: this commit's.
-STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", None]
+STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", None]
 
 
 def _pct(x: float) -> str:
@@ -226,6 +230,15 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
+def _chain(training: dict) -> list[dict]:
+    """The training stages a training.json records, oldest first."""
+    chain, t = [], training
+    while t:
+        chain.insert(0, t)
+        t = t.get("init")
+    return chain
+
+
 def _mtp_rounds(training: dict) -> list[dict]:
     """train_mtp.py's runs in order (a checkpoint from before rounds were kept holds one)."""
     m = training.get("mtp") or {}
@@ -241,10 +254,12 @@ def _mtp_command(m: dict, model: str, head_from: str | None = None) -> str:
 
 def _retrain_commands(training: dict, chain: list[dict]) -> str:
     """The commands that retrain every stage of `chain` (oldest first, `training` the last) and its
-    MTP runs: runs before a `head_from` one trained the layer on the stage before the last."""
+    MTP runs: runs before a `head_from` one trained the layer on stage `head_stage` (recorded by
+    train_mtp.py; the stage before the last where a record predates it)."""
     n = len(chain)
     rounds = _mtp_rounds(training)
     carried = next((i for i, m in enumerate(rounds) if m.get("head_from")), 0)
+    head_stage = (rounds[carried].get("head_stage") or n - 1) if carried else None
     lines = [" && ".join([f"git worktree add /tmp/at-{c} {c}" for c in STAGE_COMMITS[1:n] if c] + ["mkdir -p /tmp/stage1"]),
              "git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1",
              f"python /tmp/at-{STAGE_COMMITS[1]}/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\",
@@ -260,11 +275,11 @@ def _retrain_commands(training: dict, chain: list[dict]) -> str:
         lines += [f"python {script} --init {init} --out {out} \\",
                   f"    --minutes {chain[i]['minutes']:.0f} --drill-minutes {drills['minutes']:g} "
                   f"--drill-every {drills['then_every']} --lr {chain[i]['lr']:g}"]
-        if i == n - 2:
+        if head_stage == i + 1:
             lines += [_mtp_command(m, out) for m in rounds[:carried]]
         init = out
     lines.append("python scripts/train_tiny/evaluate.py workbench/checkpoints/tiny --before /tmp/stage1/workbench/checkpoints/tiny")
-    lines += [_mtp_command(m, "workbench/checkpoints/tiny", f"/tmp/stage{n - 1}" if m.get("head_from") else None)
+    lines += [_mtp_command(m, "workbench/checkpoints/tiny", f"/tmp/stage{head_stage}" if m.get("head_from") else None)
               for m in rounds[carried:]]
     return "\n".join(lines)
 
@@ -294,8 +309,9 @@ def _mtp_section(training: dict) -> str:
         runs.append(f"{i}. {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens, {m['minutes']:g} minutes, peak lr "
                     f"{m['lr']:g}: learns {what}, {steps}; loss {last:.2f} over its last five logged batches.")
         if m.get("head_from"):
-            runs[-1] += (f" It started from {m['head_from']}'s layer, trained by the runs above against the text model"
-                         " before the last stage; its `before` row below is that layer on this text model.")
+            runs[-1] += (f" It started from the layer of stage {m.get('head_stage') or len(_chain(training)) - 1}'s "
+                         f"checkpoint (`{m['head_from']}`), trained by the runs above against that stage's text model; "
+                         "its `before` row below is that layer on this text model.")
             rows += row(f"before run {i}", m["held_out_acceptance"]["before"])
         rows += row(f"after run {i}", m["held_out_acceptance"]["after"])
     first = rounds[-1]["held_out_acceptance"]["after"]["code"]
@@ -317,6 +333,15 @@ forward yields.
 """
 
 
+def _frame_counts() -> str:
+    """How many training frames each tool's requests are drawn from (phrasing.py)."""
+    ph = data.phrasing
+    composed = len(ph.WEATHER_ASKS) * len(ph.WEATHER_CORES) * len(set(ph.WEATHER_TAILS))
+    return (f"training frames: {len(ph.CALC_FRAMES['train']) + len(ph.CALC_COMMAND_FRAMES['train'])} for arithmetic, "
+            f"{len(ph.WEATHER_FRAMES['train'])} for weather plus {composed:,} composed of an ask, a weather phrase "
+            f"and a time, {len(ph.CONVERT_FRAMES['train'])} for conversions")
+
+
 def model_card(s: ModelSpec, training: dict, r: dict) -> str:
     curve = training["curve"]
     points = [curve[i] for i in np.linspace(0, len(curve) - 1, min(12, len(curve))).astype(int)]
@@ -335,10 +360,7 @@ def model_card(s: ModelSpec, training: dict, r: dict) -> str:
         f"| {k} | {r[k]['tokens']:,} | {r[k]['loss']:.3f} | {r[k]['perplexity']:.2f} | "
         f"{before[k]['perplexity'] if before else float('nan'):.2f} | {r[k]['unigram_perplexity']:.1f} |"
         for k in ("code", "chat"))
-    chain, t = [], training
-    while t:
-        chain.insert(0, t)
-        t = t.get("init")
+    chain = _chain(training)
     stages = " ".join(f"**Stage {i + 1}** ({STAGES[i]}): {t['steps']} steps, {t['tokens_seen']:,} tokens, "
                       f"{t['minutes']} minutes, peak lr {t['lr']:g}." for i, t in enumerate(chain))
     total = sum(t["minutes"] for t in chain)
@@ -366,7 +388,7 @@ vision tower and {"an MTP layer (trained, below)" if training.get("mtp") else "a
 - {training['drills']['conversations']:,} drills (`data.drills`): the same exchanges without the tools prompt, echo
   requests ("Repeat after me: Lima 12.5") and questions.
 - **Phrasing** (`phrasing.py`): each request is a frame ("Can you work out {{m}}?", "{{c}} weather",
-  "I have {{v}} {{f}}. How many {{t}} is that?"; 27-28 per tool) around a task phrase: arithmetic in
+  "I have {{v}} {{f}}. How many {{t}} is that?"; {_frame_counts()}) around a task phrase: arithmetic in
   symbols and in words ("900 divided by 36", "divide 900 by 36", "2 to the power of 10", "12 squared",
   "15% of 240", "the sum of 3 and 4", numbers up to twenty in words, "1,234"), cities of one to four
   words, unit names spelled out, abbreviated, singular or plural. Then roughened: a typo in a frame
@@ -417,10 +439,13 @@ Examples from the hand-written set:
 Misses on the hand-written set:
 {misses}
 
-Where it falls short: a name the model has not seen often is copied piece by piece, and the first
-piece is where it goes wrong (" Reykjavik" in a request and "Reykjavik" on the call's own line are
-different tokens, so the first piece is a lookup to learn token by token, not a copy): weather on the
-phrasing split, whose cities training never saw, is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
+Where it falls short: copying a name it has not seen, which it does piece by piece. Two places go
+wrong. The first piece: " Reykjavik" in a request and "Reykjavik" on the call's own line are
+different tokens, so the first piece is a lookup learned token by token, not a copy (a held-out
+"beirut" loses its first letters). And the name's span, in frames of a shape training never had:
+"What are the skies like over ..." gets "skies" as the city, and "How warm is ... at the moment?"
+runs on past the name. Weather on the phrasing split, whose cities and frames training never saw,
+is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
 
 Routing: Jensen-Shannon divergence (bits) between the expert-load distributions of code and chat tokens,
 per MoE layer, against the same figure for two random halves of the code:
@@ -432,7 +457,7 @@ per MoE layer, against the same figure for two random halves of the code:
 ## Retrain
 Stage 1 is the checkpoint first released (commit 272ed49); each later stage starts from the one
 before, with its commit's data. The last stage's schedule runs on the clock, so its step count
-depends on the machine (it shared the CPU with other work: {training['steps']} steps in {training['minutes']:.0f} minutes):
+depends on the machine ({training['steps']} steps in {training['minutes']:.0f} minutes here):
 ```bash
 {_retrain_commands(training, chain)}
 python scripts/train_tiny/evaluate.py --card-only workbench/checkpoints/tiny  # the card with the MTP section

@@ -114,9 +114,15 @@ def save_head(folder: Path, head) -> None:
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
 
 
-def carry_head(source: Path, folder: Path) -> dict:
+def training_stages(training: dict) -> int:
+    """How many train.py stages a checkpoint's training.json records (its "init" chain)."""
+    return 1 + (training_stages(training["init"]) if training.get("init") else 0)
+
+
+def carry_head(source: Path, folder: Path) -> tuple[dict, int]:
     """Copy `source`'s mtp.* tensors into `folder`'s model.safetensors (same shapes) -> its MTP
-    record (training.json's "mtp": the rounds that trained it)."""
+    record (training.json's "mtp": the rounds that trained it) and the stage of the text model
+    they were trained against (for the card's retrain commands)."""
     from safetensors.torch import load_file, save_file
 
     theirs = {k: v for k, v in load_file(source / "model.safetensors").items() if k.startswith("mtp.")}
@@ -127,7 +133,8 @@ def carry_head(source: Path, folder: Path) -> dict:
         raise SystemExit(f"{source}'s MTP layer does not fit {folder}: {wrong or 'no mtp.* tensors'}")
     state.update(theirs)
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
-    return json.loads((source / "training.json").read_text()).get("mtp", {})
+    training = json.loads((source / "training.json").read_text())
+    return training.get("mtp", {}), training_stages(training)
 
 
 def main() -> None:
@@ -150,7 +157,7 @@ def main() -> None:
     random.seed(SEED)
     torch.manual_seed(SEED)
     folder = Path(args.model)
-    carried = carry_head(Path(args.head_from), folder) if args.head_from else None
+    carried, head_stage = carry_head(Path(args.head_from), folder) if args.head_from else (None, None)
     model = workbench.load(folder, backend="torch", device="cpu", dtype="float32")
     lm, head = model.engine.model, model.engine.mtp
     if head is None:
@@ -204,6 +211,7 @@ def main() -> None:
             "held_out_acceptance": {"before": before, "after": after}}
     if carried is not None:  # the earlier rounds trained this layer against the text model before this one
         this["head_from"] = Path(args.head_from).name
+        this["head_stage"] = head_stage
     # Each run continues from the layer the checkpoint holds: the rounds are kept in order.
     earlier = training.get("mtp", {}) if carried is None else carried
     rounds = earlier.get("rounds", [earlier] if earlier else [])
