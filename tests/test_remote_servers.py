@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from selection import BACKENDS, gguf_copy
 
@@ -45,11 +46,36 @@ def _expected(engine: str, text: str) -> str:
     return text[1:] if engine == "mlx" and text.startswith(" ") else text
 
 
+NEAR_TIE = 0.02  # logits: a server and the in-process model may sum in other orders (threads, batches)
+
+
+def _assert_same_greedy(engine: str, local, got_text: str, want) -> None:
+    """The server's greedy text is the in-process generation `want`'s, or parts from it only where
+    the in-process model's two best next tokens were within NEAR_TIE of each other and the server
+    took the runner-up: float summation order breaks a near-tie either way (measured: `tiny:Q8_0`
+    after "def fibonacci(n):", token 23, "\n" 3.7164 against " file" 3.7159), anything else is a
+    real difference (another sampler, a penalty the server adds) and fails."""
+    expected = _expected(engine, want.text)
+    if got_text == expected:
+        return
+    shift = len(want.text) - len(expected)  # mlx_lm.server's dropped leading space
+    common = next(i for i in range(len(expected) + 1)
+                  if i == len(expected) or i == len(got_text) or got_text[i] != expected[i])
+    ids = [int(t) for t in want.token_ids]
+    j = next(j for j in range(1, len(ids) + 1) if len(local.decode(ids[:j])) > common + shift) - 1
+    logits = local.logits(np.asarray(list(want.prompt_ids) + ids[:j]))[-1]
+    best, second = (int(t) for t in np.argsort(-logits)[:2])
+    assert logits[best] - logits[second] < NEAR_TIE, (j, got_text, expected)
+    done = local.decode(ids[:j])[shift:]
+    runner_up = local.decode([second])[shift if j == 0 else 0:]
+    assert got_text.startswith(done + runner_up), (j, got_text, expected, runner_up)
+
+
 def test_greedy_text_through_the_server_equals_in_process(served):
     engine, _server, remote, local = served
     assert remote.spec == local.spec or remote.spec.num_experts == local.spec.num_experts
     got, want = remote.generate(CODE, max_new_tokens=48), local.generate(CODE, max_new_tokens=48)
-    assert got.text == _expected(engine, want.text)
+    _assert_same_greedy(engine, local, got.text, want)
     assert got.stats.new_tokens == len(want.token_ids) and got.stats.prompt_tokens == len(want.prompt_ids)
     for thinking in (False, True):
         got = remote.generate(CHAT, max_new_tokens=40, thinking=thinking, tools=TOOLS_SCHEMAS)
@@ -68,7 +94,8 @@ def test_stream_chunks_make_the_text_and_stats_come_from_the_stream(served):
     stream = remote.stream(CODE, max_new_tokens=32)
     chunks = [str(c) for c in stream]
     gen = stream.generation
-    assert "".join(chunks) == gen.text == _expected(engine, local.generate(CODE, max_new_tokens=32).text)
+    assert "".join(chunks) == gen.text
+    _assert_same_greedy(engine, local, gen.text, local.generate(CODE, max_new_tokens=32))
     s = gen.stats
     assert s.new_tokens == 32 and s.time_to_first_token_s > 0 and s.decode_tokens_per_s > 0
     assert len(s.inter_token_s) == len(chunks) - 1 and (s.inter_token_s >= 0).all()
@@ -85,7 +112,7 @@ def test_stop_closes_the_request_and_the_server_stays_usable(served):
             stream.stop()
     assert stream.generation.finish_reason == "interrupted" and len(got) <= 4
     again = remote.generate(CODE, max_new_tokens=16)  # the next request is answered, in full
-    assert again.text == _expected(engine, local.generate(CODE, max_new_tokens=16).text)
+    _assert_same_greedy(engine, local, again.text, local.generate(CODE, max_new_tokens=16))
 
 
 def test_an_abandoned_stream_closes_its_request(served):
@@ -96,7 +123,8 @@ def test_an_abandoned_stream_closes_its_request(served):
     next(chunks)
     del chunks  # dropped half-way: its socket closes, so the server is free for the next request
     gc.collect()
-    assert remote.generate(CODE, max_new_tokens=8).text == _expected(engine, local.generate(CODE, max_new_tokens=8).text)
+    _assert_same_greedy(engine, local, remote.generate(CODE, max_new_tokens=8).text,
+                        local.generate(CODE, max_new_tokens=8))
 
 
 def test_chat_with_tools_runs_the_call_like_in_process(served):
@@ -110,7 +138,7 @@ def test_chat_with_tools_runs_the_call_like_in_process(served):
 
 def test_two_threads_on_one_served_model(served):
     engine, _server, remote, local = served
-    want = _expected(engine, local.generate(CODE, max_new_tokens=24).text)
+    want = local.generate(CODE, max_new_tokens=24)
     out, errors = [], []
 
     def run():
@@ -124,7 +152,8 @@ def test_two_threads_on_one_served_model(served):
         t.start()
     for t in threads:
         t.join(120)
-    assert not errors and out == [want, want]
+    assert not errors and len(out) == 2 and out[0] == out[1]  # one server, one summation order
+    _assert_same_greedy(engine, local, out[0], want)
 
 
 def test_serving_bench_and_the_dashboard(served):

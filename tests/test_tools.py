@@ -148,10 +148,10 @@ class ScriptedModel:
                                                           enable_thinking=kw.get("thinking", True)))
         if not self.turns:
             return self.real.stream(messages, **kw)
-        text = self.turns.pop(0)
+        text, finish = (self.turns.pop(0), "stop") if isinstance(self.turns[0], str) else self.turns.pop(0)
         stats = workbench.Stats(0, 0, 0.0, 0.0, 0.0, 0.0, None)
         gen = workbench.Generation(text=text, token_ids=np.zeros(0, np.int64), prompt_ids=np.zeros(0, np.int64),
-                                   finish_reason="stop", stats=stats, raw_text=text)
+                                   finish_reason=finish, stats=stats, raw_text=text)
 
         class Scripted:
             generation = gen
@@ -185,6 +185,24 @@ def test_round_limit_stops_a_model_that_keeps_calling(tiny):
     scripted = ScriptedModel(tiny, [call("add", a="1", b="2")] * 3)
     res = ChatLoop(scripted, [{"role": "user", "content": "add"}], [add], max_rounds=2).run()
     assert res.finish_reason == "round_limit" and res.rounds == 2 and len(res.calls) == 2
+
+
+def test_a_call_cut_by_max_new_tokens_ends_the_chat_with_length(tiny):
+    """A reply that max_new_tokens cut inside a call is not a malformed call: nothing runs, no tool
+    error goes back (the next round would be cut the same way, until the round limit), and the chat
+    ends with "length" and the text as it came. A whole call before the cut one still runs."""
+    cut = call("get_weather", city="Paris")[:30]
+    res = ChatLoop(ScriptedModel(tiny, [(cut, "length")]), [{"role": "user", "content": "Weather?"}],
+                   [get_weather]).run()
+    assert res.finish_reason == "length" and res.rounds == 0 and res.calls == [] and res.text == cut
+    assert [m["role"] for m in res.messages] == ["user", "assistant"]
+    whole_then_cut = call("add", a="1", b="2") + "\n" + cut
+    res = ChatLoop(ScriptedModel(tiny, [(whole_then_cut, "length"), "3."]), [{"role": "user", "content": "add"}],
+                   [get_weather, add]).run()
+    assert [c.name for c, _ in res.calls] == ["add"] and res.calls[0][1] == "3" and res.text == "3."
+    # a call the model left unclosed and then stopped is still answered as a tool error
+    res = ChatLoop(ScriptedModel(tiny, [cut, "ok"]), [{"role": "user", "content": "Weather?"}], [get_weather]).run()
+    assert res.calls and "not closed" in res.calls[0][1] and res.text == "ok"
 
 
 def test_round_limit_and_bad_arguments(tiny):

@@ -92,6 +92,11 @@ class ChatLoop:
             else:
                 # Parsed even without tools: a call to a tool this chat lacks is answered as a tool error.
                 content, found = parse_tool_calls(gen.text)
+                if gen.finish_reason == "length" and found and not found[-1].raw.endswith("</tool_call>"):
+                    # max_new_tokens cut the call, the model did not write it wrong: there is nothing to
+                    # run or to answer, and another round would be cut the same way (as vLLM and
+                    # transformers do, the reply ends with "length" and its text as it came)
+                    found = found[:-1]
                 message = {"role": "assistant", "content": gen.text}
             if gen.thinking:
                 message["reasoning_content"] = gen.thinking
