@@ -180,11 +180,10 @@ def test_the_cards_retrain_commands_follow_the_recorded_stages_and_mtp_runs():
     import json
 
     import evaluate
-    from train_mtp import training_stages
 
     training = json.loads((Path(data.ROOT) / "workbench" / "checkpoints" / "tiny" / "training.json").read_text())
-    chain = evaluate._chain(training)
-    assert training_stages(training) == len(chain) == len(evaluate.STAGES) == len(evaluate.STAGE_COMMITS)
+    chain = train.stages(training)
+    assert len(chain) == len(evaluate.STAGES) == len(evaluate.STAGE_COMMITS)
     lines = evaluate._retrain_commands(training, chain).splitlines()
     runs = [i for i, line in enumerate(lines) if "train.py --init" in line]
     assert len(runs) == len(chain) - 1

@@ -311,10 +311,11 @@ class DecodeLoop:
                     break
             read = i + 1 if done and self._reads_last_token() else i  # tokens of `ready` the cache keeps
             if last is not None:
+                kept = min(read, len(ready) - 1)  # accepted drafts; the verify's own sample is not read
                 with backend.lock:
-                    speculation.accept(min(read, len(ready) - 1))
+                    speculation.accept(kept)
                 self._fed.append(last)
-                self._fed.extend(ready[:min(read, len(ready) - 1)])
+                self._fed.extend(ready[:kept])
             if read == len(ready):  # the verify's own sample, which no forward has read yet
                 with backend.lock:
                     speculation.close()

@@ -122,7 +122,7 @@ class Model:
         """Draft tokens per step when `generate`/`stream`/`chat` get no `speculative=` (0: plain
         decoding). By default 2 where the checkpoint has an MTP layer and the backend's verify is
         cheap next to a plain step (`engine.speculation_pays`): torch without CUDA graphs (on this
-        project's CPU `tiny` decoded 1.69x faster), MLX on Metal. 0 on MLX on a CPU (1.01x at
+        project's CPU `tiny` decoded 1.6-1.7x faster), MLX on Metal. 0 on MLX on a CPU (1.01x at
         best), 0 against torch's CUDA graphs (`fast_decode`; not yet measured side by side), 0
         without an MTP layer. The default also backs off: once its drafts stop paying in a
         generation (an untrained layer, text the layer cannot guess), the rest is plain steps

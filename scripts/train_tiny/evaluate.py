@@ -230,13 +230,10 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
-def _chain(training: dict) -> list[dict]:
-    """The training stages a training.json records, oldest first."""
-    chain, t = [], training
-    while t:
-        chain.insert(0, t)
-        t = t.get("init")
-    return chain
+def _head_stage(m: dict, training: dict) -> int:
+    """The stage whose text model the layer of carried MTP run `m` was trained against (recorded by
+    train_mtp.py; the stage before the last where a record predates it)."""
+    return m.get("head_stage") or len(train.stages(training)) - 1
 
 
 def _mtp_rounds(training: dict) -> list[dict]:
@@ -254,12 +251,11 @@ def _mtp_command(m: dict, model: str, head_from: str | None = None) -> str:
 
 def _retrain_commands(training: dict, chain: list[dict]) -> str:
     """The commands that retrain every stage of `chain` (oldest first, `training` the last) and its
-    MTP runs: runs before a `head_from` one trained the layer on stage `head_stage` (recorded by
-    train_mtp.py; the stage before the last where a record predates it)."""
+    MTP runs: runs before a `head_from` one trained the layer on that one's `_head_stage`."""
     n = len(chain)
     rounds = _mtp_rounds(training)
     carried = next((i for i, m in enumerate(rounds) if m.get("head_from")), 0)
-    head_stage = (rounds[carried].get("head_stage") or n - 1) if carried else None
+    head_stage = _head_stage(rounds[carried], training) if carried else None
     lines = [" && ".join([f"git worktree add /tmp/at-{c} {c}" for c in STAGE_COMMITS[1:n] if c] + ["mkdir -p /tmp/stage1"]),
              "git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1",
              f"python /tmp/at-{STAGE_COMMITS[1]}/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\",
@@ -309,7 +305,7 @@ def _mtp_section(training: dict) -> str:
         runs.append(f"{i}. {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens, {m['minutes']:g} minutes, peak lr "
                     f"{m['lr']:g}: learns {what}, {steps}; loss {last:.2f} over its last five logged batches.")
         if m.get("head_from"):
-            runs[-1] += (f" It started from the layer of stage {m.get('head_stage') or len(_chain(training)) - 1}'s "
+            runs[-1] += (f" It started from the layer of stage {_head_stage(m, training)}'s "
                          f"checkpoint (`{m['head_from']}`), trained by the runs above against that stage's text model; "
                          "its `before` row below is that layer on this text model.")
             rows += row(f"before run {i}", m["held_out_acceptance"]["before"])
@@ -360,7 +356,7 @@ def model_card(s: ModelSpec, training: dict, r: dict) -> str:
         f"| {k} | {r[k]['tokens']:,} | {r[k]['loss']:.3f} | {r[k]['perplexity']:.2f} | "
         f"{before[k]['perplexity'] if before else float('nan'):.2f} | {r[k]['unigram_perplexity']:.1f} |"
         for k in ("code", "chat"))
-    chain = _chain(training)
+    chain = train.stages(training)
     stages = " ".join(f"**Stage {i + 1}** ({STAGES[i]}): {t['steps']} steps, {t['tokens_seen']:,} tokens, "
                       f"{t['minutes']} minutes, peak lr {t['lr']:g}." for i, t in enumerate(chain))
     total = sum(t["minutes"] for t in chain)

@@ -399,7 +399,7 @@ def plain_request(rng: random.Random, split: str) -> Request:
 
 
 KINDS = {"calculator": calculator_request, "get_weather": weather_request, "convert_units": convert_request}
-TRAIN_KIND_WEIGHTS = [0.32, 0.43, 0.25]
+TRAIN_KIND_WEIGHTS = {"calculator": 0.32, "get_weather": 0.43, "convert_units": 0.25}
 
 
 def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) -> Request:
@@ -409,5 +409,5 @@ def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) 
     if rng.random() >= tool_share:
         return plain_request(rng, split)
     if split == "train":  # weather oftener: copying a name is what held-out requests get wrong most
-        return KINDS[rng.choices(list(KINDS), weights=TRAIN_KIND_WEIGHTS)[0]](rng, split)
+        return KINDS[rng.choices(list(KINDS), weights=[TRAIN_KIND_WEIGHTS[k] for k in KINDS])[0]](rng, split)
     return KINDS[rng.choice(list(KINDS))](rng, split)

@@ -122,6 +122,15 @@ def pack_rows(conversations: list[tuple[np.ndarray, np.ndarray]], code: list[tup
     return np.stack(rows_ids), np.stack(rows_learn)
 
 
+def stages(training: dict) -> list[dict]:
+    """The train.py stages a training.json records (its "init" chain), oldest first."""
+    chain, t = [], training
+    while t:
+        chain.insert(0, t)
+        t = t.get("init")
+    return chain
+
+
 def save(out: Path, model, text: dict, tokens: dict, info: dict) -> None:
     """The checkpoint in the release layout and `training.json` (settings and loss curve)."""
     out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(ROOT)]
 import data  # noqa: E402
-from train import N_CONVERSATIONS, SEED, SEQ, encode_documents, pack_rows  # noqa: E402
+from train import N_CONVERSATIONS, SEED, SEQ, encode_documents, pack_rows, stages  # noqa: E402
 
 BATCH = 4
 LR = 2e-3
@@ -114,11 +114,6 @@ def save_head(folder: Path, head) -> None:
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
 
 
-def training_stages(training: dict) -> int:
-    """How many train.py stages a checkpoint's training.json records (its "init" chain)."""
-    return 1 + (training_stages(training["init"]) if training.get("init") else 0)
-
-
 def carry_head(source: Path, folder: Path) -> tuple[dict, int]:
     """Copy `source`'s mtp.* tensors into `folder`'s model.safetensors (same shapes) -> its MTP
     record (training.json's "mtp": the rounds that trained it) and the stage of the text model
@@ -134,7 +129,7 @@ def carry_head(source: Path, folder: Path) -> tuple[dict, int]:
     state.update(theirs)
     save_file({k: v.contiguous() for k, v in sorted(state.items())}, weights, metadata={"format": "pt"})
     training = json.loads((source / "training.json").read_text())
-    return training.get("mtp", {}), training_stages(training)
+    return training.get("mtp", {}), len(stages(training))
 
 
 def main() -> None:

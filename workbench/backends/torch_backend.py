@@ -97,8 +97,8 @@ class TorchBackend(Backend):
 
     @property
     def speculation_pays(self) -> bool:
-        # On this project's 2-core CPU a k=2 step cost 1.37 plain steps and `tiny` made 2.31 tokens
-        # per verify (1.69x); on a GPU a 3-token verify reads the weights about once, as a plain step
+        # On this project's 2-core CPU two drafts decoded `tiny` 1.6-1.7x faster than plain steps in
+        # every run of scripts/bench_speculative.py; on a GPU a 3-token verify reads the weights about once, as a plain step
         # does. Not against CUDA graphs (`fast_decode`), whose replay speculation's reference cache
         # cannot take yet: unmeasured side by side, so plain stays the default there.
         return not self.fast_decode
