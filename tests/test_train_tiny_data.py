@@ -199,3 +199,19 @@ def test_the_cards_retrain_commands_follow_the_recorded_stages_and_mtp_runs():
     # the earlier MTP runs come right after the stage they trained on was made, before the next one
     made = next(i for i, line in enumerate(lines) if f"--out /tmp/stage{head_stage} " in line)
     assert lines.index(mtp[0]) == made + 2
+
+
+def test_asides_go_beside_training_requests_only():
+    """A training request may come with a sentence about something else (docstring sentences of the
+    training code, no place among them); the held-out split never does, and draws nothing for it."""
+    sentences = data.asides()
+    assert len(sentences) > 300 and not [s for s in sentences if any(c in s for c in WEATHER if len(c) > 3)]
+    rng = random.Random(0)
+    reqs = [data.with_aside(rng, phrasing.Request("Weather in Lima?", "get_weather", {"city": "Lima"}), "train")
+            for _ in range(400)]
+    with_one = [r for r in reqs if r.text != "Weather in Lima?"]
+    assert 80 < len(with_one) < 160 and all(r.arguments == {"city": "Lima"} for r in with_one)
+    assert {r.text.startswith("Weather") for r in with_one} == {True, False}
+    a, b = random.Random(1), random.Random(1)
+    held = phrasing.Request("Weather in Oslo?", "get_weather", {"city": "Oslo"})
+    assert data.with_aside(a, held, "heldout") is held and a.random() == b.random()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import sys
 import sysconfig
 from pathlib import Path
@@ -107,24 +108,48 @@ def exchange(rng: random.Random, req: phrasing.Request, thinking: bool = False) 
     return [{"role": "user", "content": req.text}, call, {"role": "tool", "content": result}, answer]
 
 
+ASIDE_SHARE = 0.3  # of the training split's requests
+
+
+def asides() -> list[str]:
+    """Plain sentences from the training stdlib files' docstrings and comments ("Split a pathname
+    into drive and path."): words the model has read in code, none a place."""
+    if not hasattr(asides, "sentences"):
+        pattern = re.compile(r"(?<![\w.])([A-Z][a-z]+(?: [a-z][a-z,']*){3,11}\.)(?=\s)")
+        asides.sentences = sorted({m.group(1) for text in stdlib_files()[0] for m in pattern.finditer(text)})
+    return asides.sentences
+
+
+def with_aside(rng: random.Random, req: phrasing.Request, split: str) -> phrasing.Request:
+    """`req` with, in ASIDE_SHARE of the training split, a sentence about something else before or
+    after it. Measured on stage 6: held-out requests had their one unfamiliar word copied as the
+    city ("What are the skies like over Dubai" -> "skies", "... at the moment" -> "Dubai Moment");
+    asides put many words that are not the place beside the one that is."""
+    if split != "train" or rng.random() >= ASIDE_SHARE:
+        return req
+    aside = rng.choice(asides())
+    text = f"{aside} {req.text}" if rng.random() < 0.5 else f"{req.text} {aside}"
+    return phrasing.Request(text, req.name, req.arguments, req.answer)
+
+
 def tool_dialogue(rng: random.Random, tools_prompt: bool = True, split: str = "train") -> str:
     """One conversation under one tools system prompt (the prompt is ~450 tokens the model does not
     learn from; sharing it puts more of each row into calls): 1-4 requests of varied phrasing, most
     needing a tool, some not (answered without a call). A quarter think first (one request, so its
     thinking is rendered). Without `tools_prompt`: the same exchanges alone, a drill (see train.py)."""
     if rng.random() < 0.25:
-        return _render(exchange(rng, phrasing.request(rng, split), thinking=True),
+        return _render(exchange(rng, with_aside(rng, phrasing.request(rng, split), split), thinking=True),
                        tools=tool_schemas() if tools_prompt else None, thinking=True)
     msgs = []
     for _ in range(rng.choice([1, 1, 2, 3, 4])):
-        msgs += exchange(rng, phrasing.request(rng, split))
+        msgs += exchange(rng, with_aside(rng, phrasing.request(rng, split), split))
     return _render(msgs, tools=tool_schemas() if tools_prompt else None)
 
 
 def qa_dialogue(rng: random.Random, split: str = "train") -> str:
     """A request that needs no tool, answered, sometimes with thinking, sometimes under the tools prompt."""
     thinking = rng.random() < 0.4
-    return _render(exchange(rng, phrasing.plain_request(rng, split), thinking=thinking),
+    return _render(exchange(rng, with_aside(rng, phrasing.plain_request(rng, split), split), thinking=thinking),
                    tools=tool_schemas() if rng.random() < 0.5 else None, thinking=thinking)
 
 
