@@ -16,7 +16,7 @@
 # %% [markdown]
 # # Qwen Workbench: quickstart
 #
-# Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for about four and a half hours on a 2-core CPU on Python source, short chats and tool requests in many phrasings (its model card: `model.path / "README.md"`). It writes Python-looking code from a file's opening (from a bare `def` line, greedy decoding soon repeats itself, as below), answers a few kinds of question and calls three tools; it knows little else. The same calls run a real model (last cell).
+# Load a Qwen3.5 model, generate, stream, chat and call tools. Everything here runs on a laptop CPU with the bundled `tiny` model: a Qwen3.5-MoE in the exact layout of the releases (8 layers: 6 Gated DeltaNet + 2 gated attention; 16 experts, top-4 + a shared expert), trained for about five and a half hours on a 2-core CPU on Python source, short chats and tool requests in many phrasings (its model card: `model.path / "README.md"`). It writes Python-looking code from a file's opening (from a bare `def` line, greedy decoding soon repeats itself, as below), answers a few kinds of question and calls three tools; it knows little else. The same calls run a real model (last cell).
 
 # %%
 import workbench
@@ -127,11 +127,11 @@ for message in result.messages:
 print("answer:", result.text)
 
 # %% [markdown]
-# People phrase requests every which way. None of these wordings is in `tiny`'s training data (they come from the hand-written set its model card measures, with the criterion and the share it gets right), so this is what a new user sees, misses included:
+# People phrase requests every which way. None of these wordings is in `tiny`'s training data (they come from the hand-written set its model card measures, with the criterion and the share it gets right), so this is what a new user sees, misses included (the last one; the card lists them all):
 
 # %%
 for text in ["what's 1234 plus 5678", "Divide 900 by 36 please.", "Is it cold in Reykjavik right now?",
-             "How many miles is 42 kilometers?", "Remind me what the capital of France is."]:
+             "How many miles is 42 kilometers?", "Remind me what the capital of France is.", "weather for london pls"]:
     r = model.chat([{"role": "user", "content": text}], tools=TOOLS, max_new_tokens=64)
     call = f"{r.calls[0][0].name}({r.calls[0][0].arguments})" if r.calls else "no call"
     print(f"{text:42} -> {call:60} -> {r.text.strip()}")

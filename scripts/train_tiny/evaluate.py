@@ -202,14 +202,17 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "held-out names came back as stage 3's made-up syllables (\"Winnipeg\" as \"Winvirouquuchrou\"); 13 more "
     "training weather frames with the city mid-sentence; numbers in words in a quarter of the arithmetic; "
     "more greetings, thanks and questions about the assistant",
-    "this commit's data: as stage 5, plus weather frames composed of an ask, a weather phrase and a time "
+    "commit 2bf8d46's data: as stage 5, plus weather frames composed of an ask, a weather phrase and a time "
     "(hundreds of frames, the city before, between and after other words), weather in 43% of the tool "
     "requests and a fifth of the names in lower case, since at the end of stage 5 held-out frames had the "
     "word after \"the\" or before \"at\" copied as the city (\"What are the skies like over Dubai\" -> \"skies\")",
+    "this commit's data: as stage 6, plus a sentence about something else (a docstring sentence of the "
+    "training code) before or after 30% of the training requests, since at the end of stage 6 held-out "
+    "requests had a neighbouring word copied into the city (\"Dubai Moment\", \"Copenhagen Ta\", \"skies\")",
 ]
 # The commit whose scripts/train_tiny trained each stage after the first (stage 1: the release 272ed49);
 # None: this commit's.
-STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", None]
+STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", None]
 
 
 def _pct(x: float) -> str:
@@ -439,9 +442,9 @@ Where it falls short: copying a name it has not seen, which it does piece by pie
 wrong. The first piece: " Reykjavik" in a request and "Reykjavik" on the call's own line are
 different tokens, so the first piece is a lookup learned token by token, not a copy (a held-out
 "beirut" loses its first letters). And the name's span, in frames of a shape training never had:
-"What are the skies like over ..." gets "skies" as the city, and "How warm is ... at the moment?"
-runs on past the name. Weather on the phrasing split, whose cities and frames training never saw,
-is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
+it runs on past the name into an unseen word ("... like in Copenhagen Ta." gets "Copenhagen Ta")
+or repeats a two-word name's last word ("Hong Kong Kong Kong"). Weather on the phrasing split,
+whose cities and frames training never saw, is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
 
 Routing: Jensen-Shannon divergence (bits) between the expert-load distributions of code and chat tokens,
 per MoE layer, against the same figure for two random halves of the code:
