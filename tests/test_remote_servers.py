@@ -46,15 +46,16 @@ def _expected(engine: str, text: str) -> str:
     return text[1:] if engine == "mlx" and text.startswith(" ") else text
 
 
-NEAR_TIE = 0.02  # logits: a server and the in-process model may sum in other orders (threads, batches)
+NEAR_TIE = 0.05  # logits: a server and the in-process model may sum in other orders (threads, batches)
 
 
 def _assert_same_greedy(engine: str, local, got_text: str, want) -> None:
     """The server's greedy text is the in-process generation `want`'s, or parts from it only where
     the in-process model's two best next tokens were within NEAR_TIE of each other and the server
-    took the runner-up: float summation order breaks a near-tie either way (measured: `tiny:Q8_0`
-    after "def fibonacci(n):", token 23, "\n" 3.7164 against " file" 3.7159), anything else is a
-    real difference (another sampler, a penalty the server adds) and fails."""
+    took the runner-up: float summation order breaks a near-tie either way (measured on `tiny:Q8_0`
+    after "def fibonacci(n):": stage 6, token 23, "\n" 3.7164 against " file" 3.7159; stage 7, token 8,
+    2.3549 against 2.3349), anything else is a real difference (another sampler, a penalty the server
+    adds) and fails."""
     expected = _expected(engine, want.text)
     if got_text == expected:
         return

@@ -535,7 +535,9 @@ def test_seeded_speculative_sampling_has_plain_samplings_distribution(trained):
     draft) as without."""
     from collections import Counter
 
-    ids = trained.tokenizer.encode("The weather in Lisbon today is")
+    # a prompt whose drafts are kept about half the time (tiny stage 7: 33 of 60 on torch, 26 of 60 on
+    # MLX), so both branches of the rule are sampled often
+    ids = trained.tokenizer.encode("def add(a, b):\n    return")
     kw = dict(max_new_tokens=3, temperature=1.0, top_k=4, ignore_eos=True)
     plain, spec, kept, dropped = Counter(), Counter(), 0, 0
     for seed in range(250):
