@@ -233,12 +233,6 @@ def _tool_rows(r: dict) -> str:
     return "\n".join(out)
 
 
-def _head_stage(m: dict, training: dict) -> int:
-    """The stage whose text model the layer of carried MTP run `m` was trained against (recorded by
-    train_mtp.py; the stage before the last where a record predates it)."""
-    return m.get("head_stage") or len(train.stages(training)) - 1
-
-
 def _mtp_rounds(training: dict) -> list[dict]:
     """train_mtp.py's runs in order (a checkpoint from before rounds were kept holds one)."""
     m = training.get("mtp") or {}
@@ -254,11 +248,12 @@ def _mtp_command(m: dict, model: str, head_from: str | None = None) -> str:
 
 def _retrain_commands(training: dict, chain: list[dict]) -> str:
     """The commands that retrain every stage of `chain` (oldest first, `training` the last) and its
-    MTP runs: runs before a `head_from` one trained the layer on that one's `_head_stage`."""
+    MTP runs: runs before a `head_from` one trained the layer on that one's `head_stage` (recorded by
+    train_mtp.py)."""
     n = len(chain)
     rounds = _mtp_rounds(training)
     carried = next((i for i, m in enumerate(rounds) if m.get("head_from")), 0)
-    head_stage = _head_stage(rounds[carried], training) if carried else None
+    head_stage = rounds[carried]["head_stage"] if carried else None  # the stage its layer trained against
     lines = [" && ".join([f"git worktree add /tmp/at-{c} {c}" for c in STAGE_COMMITS[1:n] if c] + ["mkdir -p /tmp/stage1"]),
              "git archive 272ed49 workbench/checkpoints/tiny | tar -x -C /tmp/stage1",
              f"python /tmp/at-{STAGE_COMMITS[1]}/scripts/train_tiny/train.py --init /tmp/stage1/workbench/checkpoints/tiny \\",
@@ -308,7 +303,7 @@ def _mtp_section(training: dict) -> str:
         runs.append(f"{i}. {m['steps']} steps of {m['batch']} rows of {m['seq']} tokens, {m['minutes']:g} minutes, peak lr "
                     f"{m['lr']:g}: learns {what}, {steps}; loss {last:.2f} over its last five logged batches.")
         if m.get("head_from"):
-            runs[-1] += (f" It started from the layer of stage {_head_stage(m, training)}'s "
+            runs[-1] += (f" It started from the layer of stage {m['head_stage']}'s "
                          f"checkpoint (`{m['head_from']}`), trained by the runs above against that stage's text model; "
                          "its `before` row below is that layer on this text model.")
             rows += row(f"before run {i}", m["held_out_acceptance"]["before"])
