@@ -143,6 +143,44 @@ def test_stop_mid_stream_and_abandoned_streams_leave_the_model_usable(rand):
     assert after == before
 
 
+def test_an_abandoned_speculating_stream_is_closed_without_waiting_for_the_model(rand):
+    """The garbage collector closes an abandoned stream in whatever thread it runs, possibly one that
+    holds the probe lock the model's lock holder waits for (a deadlock CI met once): closing it
+    must not wait for the model's lock. The model stays usable."""
+    import gc
+
+    before = rand.generate(PROMPTS[2], max_new_tokens=24, ignore_eos=True, speculative=0).token_ids.tolist()
+    abandoned = iter(rand.stream(PROMPTS[2], max_new_tokens=200, ignore_eos=True, speculative=2))
+    next(abandoned)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_model():
+        with rand.engine.lock:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold_the_model)
+    holder.start()
+    held.wait(60)
+    dropped = threading.Event()
+
+    def drop():
+        nonlocal abandoned
+        abandoned = None
+        gc.collect()
+        dropped.set()
+
+    closer = threading.Thread(target=drop)
+    closer.start()
+    closed_in_time = dropped.wait(20)
+    release.set()
+    holder.join(60)
+    closer.join(60)
+    assert closed_in_time, "closing an abandoned stream waited for the model's lock"
+    after = rand.generate(PROMPTS[2], max_new_tokens=24, ignore_eos=True, speculative=2).token_ids.tolist()
+    assert after == before
+
+
 def test_two_threads_speculating_on_one_model(rand):
     want = {p: rand.generate(p, max_new_tokens=48, ignore_eos=True, speculative=0).token_ids.tolist() for p in PROMPTS}
     got, errors = {}, []

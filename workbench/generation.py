@@ -234,11 +234,23 @@ class DecodeLoop:
             self._decode_path += f" + MTP speculation (k={self.speculative})"
             with backend.lock:
                 speculation = backend.speculation(cache, self.probe)
+            abandoned = False
             try:
                 yield from self._speculate(speculation, sampler, decoder)
+            except GeneratorExit:
+                abandoned = True
+                raise
             finally:
-                with backend.lock:
-                    speculation.close()
+                # An abandoned stream is closed by the garbage collector, in whatever thread it runs,
+                # at any point of that thread's own work: inside another model's traced forward, it
+                # holds the probe lock that this model's lock holder may be waiting for, so waiting
+                # here can deadlock. The cache is this run's alone and goes with it: when the lock
+                # is busy, its clean-up is skipped.
+                if backend.lock.acquire(blocking=not abandoned):
+                    try:
+                        speculation.close()
+                    finally:
+                        backend.lock.release()
         else:
             yield from self._plain(cache, sampler, decoder)
         if not self._hit_stop_string:

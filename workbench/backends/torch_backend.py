@@ -99,8 +99,9 @@ class TorchBackend(Backend):
     def speculation_pays(self) -> bool:
         # On this project's 2-core CPU two drafts decoded `tiny` 1.6-1.7x faster than plain steps in
         # every run of scripts/bench_speculative.py; on a GPU a 3-token verify reads the weights about
-        # once, as a plain step does. Not against CUDA graphs (`fast_decode`), whose replay speculation's reference cache
-        # cannot take yet: unmeasured side by side, so plain stays the default there.
+        # once, as a plain step does. Not against CUDA graphs (`fast_decode`), whose replay
+        # speculation's reference cache cannot take yet: unmeasured side by side, so plain stays the
+        # default there.
         return not self.fast_decode
 
     def __init__(self, model, spec: ModelSpec, device: torch.device, dtype: torch.dtype, fused: dict):
