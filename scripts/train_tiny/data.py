@@ -160,7 +160,7 @@ def echo_dialogue(rng: random.Random) -> str:
     for _ in range(rng.randint(1, 4)):
         kind = rng.random()
         if kind < 0.3:
-            parts.append(rng.choice(phrasing.CITIES["train"]) if rng.random() < 0.5 else phrasing.made_up_city(rng))
+            parts.append(_echo_word(rng))
         elif kind < 0.6:
             parts.append(phrasing._math(rng)[1])
         elif kind < 0.8:
@@ -171,6 +171,44 @@ def echo_dialogue(rng: random.Random) -> str:
     q = rng.choice(["Repeat after me: {t}", "Say {t}", "Write back exactly: {t}", "Echo this: {t}",
                     "Copy: {t}", "Please repeat {t}"]).format(t=text)
     return _render([{"role": "user", "content": q}, {"role": "assistant", "content": text}])
+
+
+def _echo_word(rng: random.Random) -> str:
+    """A word or name to copy: a training city, a made-up place or a word of the training code's
+    docstrings, as written or in lower case (people type names in lower case; measured on stage 7,
+    held-out "beirut" came back "sirut" and "glasgow" with a broken byte)."""
+    kind = rng.random()
+    if kind < 0.25:
+        w = rng.choice(phrasing.CITIES["train"])
+    elif kind < 0.6:
+        w = phrasing.made_up_city(rng)
+    else:
+        w = rng.choice(aside_words())
+        w = w.capitalize() if rng.random() < 0.5 else w
+    return w.lower() if rng.random() < 0.3 else w
+
+
+def aside_words() -> list[str]:
+    """The words of `asides()` of three letters or more, none a table city's name."""
+    if not hasattr(aside_words, "words"):
+        cities = {c.lower() for c in WEATHER}
+        aside_words.words = sorted({w.strip(",.'").lower() for s in asides() for w in s.split()
+                                    if len(w.strip(",.'")) >= 3 and w.strip(",.'").isalpha()} - cities)
+    return aside_words.words
+
+
+def list_echo_dialogue(rng: random.Random) -> str:
+    """The user gives a few names or words in a sentence; the answer writes each on a line of its
+    own, as a call writes its argument. A word after a space and the same word at the start of a
+    line are different tokens (" Man"+"chester" is not "Manch"+"ester"), so each line drills the
+    copy a call needs (measured on stage 7: held-out cities lost their first piece, "Manchester" ->
+    "Aanchester", "Lviv" -> "Oviv"), and ends where the name ends."""
+    words = [_echo_word(rng) for _ in range(rng.randint(2, 5))]
+    listed = rng.choice([", ", " and ", "; "]).join(words)
+    q = rng.choice(["Put each of these on its own line: {t}", "One per line, please: {t}",
+                    "List these, one per line: {t}", "Write each on a new line: {t}", "Split into lines: {t}",
+                    "{t}. One per line.", "Give me these one per line: {t}"]).format(t=listed)
+    return _render([{"role": "user", "content": q}, {"role": "assistant", "content": "\n".join(words)}])
 
 
 def without_cities(text: str) -> str:
@@ -185,13 +223,13 @@ def without_cities(text: str) -> str:
 
 def drills(n: int, seed: int) -> list[str]:
     """Short conversations that put copying from the prompt into most of the loss: tool exchanges
-    without the tools prompt, echo requests, a few questions."""
+    without the tools prompt, echo requests (word for word, and a word a line), a few questions."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         r = rng.random()
-        out.append(tool_dialogue(rng, tools_prompt=False) if r < 0.5 else echo_dialogue(rng) if r < 0.85
-                   else qa_dialogue(rng))
+        out.append(tool_dialogue(rng, tools_prompt=False) if r < 0.5 else echo_dialogue(rng) if r < 0.7
+                   else list_echo_dialogue(rng) if r < 0.85 else qa_dialogue(rng))
     return out
 
 

@@ -299,6 +299,14 @@ def _letters_name(rng: random.Random) -> str:
                    for _ in range(rng.randint(3, 10)))
 
 
+def _rhyme(rng: random.Random, word: str) -> str:
+    """`word` with its onset changed, or itself ("Kota" -> "Bota", "Kota"): the second word of a name
+    like "Hong Kong" or "Walla Walla" (measured on stage 7: "Hong Kong" came out "Hong Kong Kong Kong",
+    a copy that no longer knew which of two like words it had written)."""
+    vowel = next((i for i, ch in enumerate(word.lower()) if ch in "aeiouy"), 0)
+    return word if rng.random() < 0.3 else (rng.choice(ONSETS) + word[vowel:].lower()).capitalize()
+
+
 def made_up_city(rng: random.Random) -> str:
     """A place name no table holds ("Velmora", "Port Tasiki", "Osloronto", "Qwizt"): asked about in
     training so that the model learns to copy a name from the request, never to recall one it knows
@@ -314,6 +322,8 @@ def made_up_city(rng: random.Random) -> str:
         return w.capitalize()
     while True:
         words = [word() for _ in range(rng.choice([1, 1, 1, 1, 2, 2, 3]))]
+        if len(words) == 2 and rng.random() < 0.25:
+            words[1] = _rhyme(rng, words[0])
         if rng.random() < 0.15:
             words.insert(0, rng.choice(PLACE_WORDS))
         name = " ".join(words)
@@ -382,7 +392,16 @@ SMALL_TALK = {  # (requests, answers)
 }
 
 
+COUNTRY_OF_FRAMES = ["Which country is {y} in?", "{y} is in which country?", "What country is {y} the capital of?",
+                     "which country has {y} as its capital", "Is {y} a capital city?", "{y} is the capital of what?"]
+
+
 def plain_request(rng: random.Random, split: str) -> Request:
+    if split == "train" and rng.random() < 0.15:  # a place named, and still no weather asked for (measured on
+        # stage 7: held-out "Where is the seat of government of Japan?" got get_weather("seat of Kenya"))
+        country = rng.choice(list(CAPITALS))
+        text = _roughen(rng, rng.choice(COUNTRY_OF_FRAMES), split).format(y=CAPITALS[country])
+        return Request(text, None, answer=f"{CAPITALS[country]} is the capital of {country}.")
     if rng.random() < 0.45:
         country = rng.choice(list(CAPITALS))
         text = _roughen(rng, rng.choice(CAPITAL_FRAMES[split]), split).format(x=country)
@@ -399,7 +418,7 @@ def plain_request(rng: random.Random, split: str) -> Request:
 
 
 KINDS = {"calculator": calculator_request, "get_weather": weather_request, "convert_units": convert_request}
-TRAIN_KIND_WEIGHTS = {"calculator": 0.32, "get_weather": 0.43, "convert_units": 0.25}
+TRAIN_KIND_WEIGHTS = {"calculator": 0.27, "get_weather": 0.5, "convert_units": 0.23}
 
 
 def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) -> Request:
