@@ -383,10 +383,12 @@ SMALL_TALK = {  # (requests, answers)
                 "heldout": ["Cheers, that helped.", "Appreciate it!"]},
                ["You're welcome!", "Glad I could help!"]),
     "code": ({"train": ["Write a Python function that adds two numbers.", "Show me a Python function to add two numbers.",
-                        "python function for adding 2 numbers?"],
+                        "python function for adding 2 numbers?", "How do I add two numbers in Python?",
+                        "Write an add function in Python.", "add two numbers in python, as a function"],
               "heldout": ["Could you code up an addition function in Python?"]},
              ["def add(a, b):\n    return a + b"]),
-    "len": ({"train": ["What does len() do in Python?", "Explain len in Python.", "what is len() for?"],
+    "len": ({"train": ["What does len() do in Python?", "Explain len in Python.", "what is len() for?",
+                       "How does len work in Python?"],
              "heldout": ["In Python, what's the len builtin?"]},
             ["len() returns the number of items in a container, like a list or a string."]),
 }
@@ -408,7 +410,8 @@ def plain_request(rng: random.Random, split: str) -> Request:
         return Request(text, None, answer=f"The capital of {country} is {CAPITALS[country]}.")
     if rng.random() < 0.2:
         a, b = rng.randint(2, 99), rng.randint(2, 99)
-        frames = {"train": ["Is {a} larger than {b}?", "Is {a} bigger than {b}?", "Which is larger, {a} or {b}?"],
+        frames = {"train": ["Is {a} larger than {b}?", "Is {a} bigger than {b}?", "Which is larger, {a} or {b}?",
+                            "Is {a} more than {b}?", "Which is bigger: {a} or {b}?", "Is {a} smaller than {b}?"],
                   "heldout": ["Is {a} greater than {b}?"]}[split]
         bigger = max(a, b)
         return Request(rng.choice(frames).format(a=a, b=b), None,
@@ -419,12 +422,17 @@ def plain_request(rng: random.Random, split: str) -> Request:
 
 KINDS = {"calculator": calculator_request, "get_weather": weather_request, "convert_units": convert_request}
 TRAIN_KIND_WEIGHTS = {"calculator": 0.27, "get_weather": 0.5, "convert_units": 0.23}
+# More training requests need no tool than the held-out split's 15%: measured on stage 8, with weather in
+# half the tool requests, held-out questions about Python code got get_weather("ic") (7 of 19 right)
+TRAIN_EXTRA_PLAIN = 0.08
 
 
 def request(rng: random.Random, split: str = "train", tool_share: float = 0.85) -> Request:
-    """One request of `split`: a tool request (of the three tools alike) or, with 1 - tool_share, one
-    that needs no tool."""
+    """One request of `split`: a tool request or, with 1 - tool_share (training: TRAIN_EXTRA_PLAIN
+    more, unless tool_share is 1), one that needs no tool."""
     assert split in SPLITS, split
+    if split == "train" and tool_share < 1:
+        tool_share -= TRAIN_EXTRA_PLAIN
     if rng.random() >= tool_share:
         return plain_request(rng, split)
     if split == "train":  # weather oftener: copying a name is what held-out requests get wrong most
