@@ -66,7 +66,7 @@ print(report.chunks, "chunks of", report.context, "tokens;", len(report.per_toke
 report.tokens.round(4)  # the 4th decimal can differ between CPUs (SIMD paths round differently)
 
 # %% [markdown]
-# The F32 GGUF on llama.cpp is the same model on another engine: its KLD is rounding noise, which makes it the floor every quantized copy is measured against. Q8_0 stays close, though it already changes the top token several times in a hundred; the 4-bit copies move the distribution by far more, and change the top token about once in five tokens (llama.cpp's Q4_0) or more often still (MLX's 4-bit copy).
+# The F32 GGUF on llama.cpp is the same model on another engine: its KLD is rounding noise, which makes it the floor every quantized copy is measured against. Q8_0 stays close, though it already changes the top token several times in a hundred; the 4-bit copies move the distribution by far more, and change the top token on more than one token in ten (llama.cpp's Q4_0) and on about one in three (MLX's 4-bit copy).
 
 # %%
 kld = report.tokens.set_index("candidate")["mean KLD"]

@@ -206,13 +206,22 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "(hundreds of frames, the city before, between and after other words), weather in 43% of the tool "
     "requests and a fifth of the names in lower case, since at the end of stage 5 held-out frames had the "
     "word after \"the\" or before \"at\" copied as the city (\"What are the skies like over Dubai\" -> \"skies\")",
-    "this commit's data: as stage 6, plus a sentence about something else (a docstring sentence of the "
+    "commit 46cba3b's data: as stage 6, plus a sentence about something else (a docstring sentence of the "
     "training code) before or after 30% of the training requests, since at the end of stage 6 held-out "
     "requests had a neighbouring word copied into the city (\"Dubai Moment\", \"Copenhagen Ta\", \"skies\")",
+    "commit b92bcbc's data: as stage 7, plus a drill that writes names and words given in a sentence back one "
+    "per line (a word after a space and the same word at a line's start are different tokens), echo words "
+    "in lower case, made-up two-word names whose words rhyme or repeat, no-tool questions that name a capital, "
+    "and weather in half of the tool requests, since at the end of stage 7 held-out cities lost their first "
+    "piece (\"Manchester\" -> \"Aanchester\", \"beirut\" -> \"sirut\") and \"Hong Kong\" came out \"Hong Kong Kong Kong\"",
+    "this commit's data: as stage 8, with 8% more requests that need no tool, questions about "
+    "Python code that say \"in Python\" and comparisons in more words, since at the end of stage 8 held-out "
+    "questions about Python code got get_weather calls (\"Could you code up an addition function in Python?\" "
+    "-> get_weather(\"ic\"))",
 ]
 # The commit whose scripts/train_tiny trained each stage after the first (stage 1: the release 272ed49);
 # None: this commit's.
-STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", None]
+STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", "46cba3b", "b92bcbc", None]
 
 
 def _pct(x: float) -> str:
@@ -435,10 +444,12 @@ Misses on the hand-written set:
 
 Where it falls short: copying a name it has not seen, which it does piece by piece. Two places go
 wrong. The first piece: " Reykjavik" in a request and "Reykjavik" on the call's own line are
-different tokens, so the first piece is a lookup learned token by token, not a copy (a held-out
-"beirut" loses its first letters). And the name's span, in frames of a shape training never had:
-it runs on past the name into an unseen word ("... like in Copenhagen Ta." gets "Copenhagen Ta")
-or repeats a two-word name's last word ("Hong Kong Kong Kong"). Weather on the phrasing split,
+different tokens, so the first piece is a lookup learned token by token, not a copy; stage 8's
+one-per-line drill trains that lookup on many words, yet held-out "beirut" still comes out "isirut"
+and "Odesa" "Opera". And the name's span, in frames of a shape training never had: it runs on past
+the name into an unseen word ("... like in Copenhagen Ta." gets "Copenhagen Ta"). A capital asked
+about in an unseen frame can also get the capital question's answer instead of a call ("how warm is
+Canberra at the moment?": "Canberra is the capital of Australia."). Weather on the phrasing split,
 whose cities and frames training never saw, is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
 
 Routing: Jensen-Shannon divergence (bits) between the expert-load distributions of code and chat tokens,
