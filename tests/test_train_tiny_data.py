@@ -215,3 +215,34 @@ def test_asides_go_beside_training_requests_only():
     a, b = random.Random(1), random.Random(1)
     held = phrasing.Request("Weather in Oslo?", "get_weather", {"city": "Oslo"})
     assert data.with_aside(a, held, "heldout") is held and a.random() == b.random()
+
+
+def test_list_echo_writes_each_given_word_on_its_own_line():
+    """The one-per-line drill: the answer's lines are exactly the words the request lists, in order;
+    none is a held-out city, and lower-case names and code words are among them."""
+    rng = random.Random(0)
+    held = {c.lower() for c in phrasing.CITIES["heldout"]}
+    lines = []
+    for _ in range(300):
+        text = data.list_echo_dialogue(rng)
+        request = text.split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+        answer = text.split("</think>\n\n")[1].split("<|im_end|>")[0].split("\n")
+        assert 2 <= len(answer) <= 5 and all(w and w in request for w in answer)
+        assert request.index(answer[0]) < request.rindex(answer[-1])
+        lines += answer
+    assert not {w.lower() for w in lines} & held
+    assert any(w.islower() and " " not in w for w in lines) and any(w in data.aside_words() for w in lines)
+
+
+def test_training_names_rhyme_sometimes_and_training_asks_more_without_tools():
+    """Two-word made-up names sometimes repeat or rhyme their first word ("Hong Kong"); training
+    requests need no tool more often than the held-out split's, which draws as before."""
+    rng = random.Random(0)
+    pairs = [n.split() for n in (phrasing.made_up_city(rng) for _ in range(3000)) if len(n.split()) == 2]
+    like = [a for a, b in pairs if a == b or (len(a) > 2 and a[-2:].lower() == b[-2:].lower())]
+    assert 0.1 < len(like) / len(pairs) < 0.5
+    rng = random.Random(1)
+    train = sum(phrasing.request(rng, "train").name is None for _ in range(4000)) / 4000
+    held = sum(r.name is None for r in data.heldout_requests(1000, 7)) / 1000
+    assert abs(held - 0.15) < 0.04 and abs(train - 0.15 - phrasing.TRAIN_EXTRA_PLAIN) < 0.04
+    assert all(phrasing.request(rng, "train", tool_share=1.0).name for _ in range(300))
