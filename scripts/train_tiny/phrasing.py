@@ -299,6 +299,16 @@ def _letters_name(rng: random.Random) -> str:
                    for _ in range(rng.randint(3, 10)))
 
 
+def _word_spliced_name(rng: random.Random) -> str:
+    """The start of one English word of the training code's docstrings and the end of another
+    ("desc" + "eeds"): the subword pieces of ordinary words, which held-out names are made of
+    (measured on stage 9: "Odesa" came out "Opera", "Leeds" "Lany", a middle piece lost), spliced
+    so that no word is whole."""
+    import data  # data imports this module; the words are read once the module has loaded
+    a, b = rng.sample(data.aside_words(), 2)
+    return a[:rng.randint(1, max(1, len(a) - 1))] + b[rng.randint(1, max(1, len(b) - 2)):]
+
+
 def _rhyme(rng: random.Random, word: str) -> str:
     """`word` with its onset changed, or itself ("Kota" -> "Bota", "Kota"): the second word of a name
     like "Hong Kong" or "Walla Walla" (measured on stage 7: "Hong Kong" came out "Hong Kong Kong Kong",
@@ -313,10 +323,12 @@ def made_up_city(rng: random.Random) -> str:
     (measured: without them, held-out cities came out as known ones, "Bucharest" as "Budapest").
     Three kinds of word, so that no one kind's letters become a prior of their own: syllables from
     small tables (stage 4's only kind; measured: held-out names then came back as those syllables,
-    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, and free letters."""
+    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names or of English words, and
+    free letters."""
     def word() -> str:
         kind = rng.random()
-        w = (_syllable_name(rng) if kind < 0.35 else _spliced_name(rng) if kind < 0.7 else _letters_name(rng))
+        w = (_syllable_name(rng) if kind < 0.25 else _spliced_name(rng) if kind < 0.5
+             else _word_spliced_name(rng) if kind < 0.75 else _letters_name(rng))
         if rng.random() < 0.15:
             w += rng.choice(PLACE_SUFFIXES)
         return w.capitalize()
@@ -394,16 +406,7 @@ SMALL_TALK = {  # (requests, answers)
 }
 
 
-COUNTRY_OF_FRAMES = ["Which country is {y} in?", "{y} is in which country?", "What country is {y} the capital of?",
-                     "which country has {y} as its capital", "Is {y} a capital city?", "{y} is the capital of what?"]
-
-
 def plain_request(rng: random.Random, split: str) -> Request:
-    if split == "train" and rng.random() < 0.15:  # a place named, and still no weather asked for (measured on
-        # stage 7: held-out "Where is the seat of government of Japan?" got get_weather("seat of Kenya"))
-        country = rng.choice(list(CAPITALS))
-        text = _roughen(rng, rng.choice(COUNTRY_OF_FRAMES), split).format(y=CAPITALS[country])
-        return Request(text, None, answer=f"{CAPITALS[country]} is the capital of {country}.")
     if rng.random() < 0.45:
         country = rng.choice(list(CAPITALS))
         text = _roughen(rng, rng.choice(CAPITAL_FRAMES[split]), split).format(x=country)
