@@ -259,19 +259,10 @@ def test_the_held_out_split_is_the_one_every_stage_was_measured_on():
     assert digest == "bf4e3af682b40c37a60abdddfcbe15b1753c0b5b637c198f68f47b39089c9c22"
 
 
-def test_made_up_names_splice_english_words_and_no_training_question_names_a_capital_without_weather():
-    rng = random.Random(5)
-    words = set(data.aside_words())
-    spliced = [phrasing._word_spliced_name(rng) for _ in range(500)]
-    prefixes = {w[:i] for w in words for i in range(1, len(w) + 1)}
-    suffixes = {w[j:] for w in words for j in range(len(w))}
-    assert all(any(s[:k] in prefixes and s[k:] in suffixes for k in range(1, len(s))) for s in spliced)
-    assert not all(any(s[:k] in prefixes and s[k:] in suffixes for k in range(1, len(s)))
-                   for s in (phrasing._letters_name(rng) for _ in range(50)))  # the check can fail
-    assert len(set(spliced)) > 450  # splices, not a word list
-    assert sum(s in words for s in spliced) < 25  # seldom a whole word
-    # capitals are named only where the capital is asked for (stage 9 answered "how warm is Canberra?"
-    # with the capital of Australia after training on "Which country is Canberra in?")
+def test_no_training_question_names_a_capital_without_asking_for_it():
+    # stage 9 answered "how warm is Canberra at the moment?" with the capital of Australia after
+    # training on "Which country is Canberra in?"; capitals are named only where one is the answer
     rng = random.Random(6)
     plain = [phrasing.plain_request(rng, "train") for _ in range(2000)]
     assert not [r.text for r in plain if any(c in r.text for c in phrasing.CAPITALS.values())]
+    assert [r for r in plain if r.answer and r.answer.startswith("The capital of")]

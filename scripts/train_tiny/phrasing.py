@@ -299,16 +299,6 @@ def _letters_name(rng: random.Random) -> str:
                    for _ in range(rng.randint(3, 10)))
 
 
-def _word_spliced_name(rng: random.Random) -> str:
-    """The start of one English word of the training code's docstrings and the end of another
-    ("desc" + "eeds"): the subword pieces of ordinary words, which held-out names are made of
-    (measured on stage 9: "Odesa" came out "Opera", "Leeds" "Lany", a middle piece lost), spliced
-    so that no word is whole."""
-    import data  # data imports this module; the words are read once the module has loaded
-    a, b = rng.sample(data.aside_words(), 2)
-    return a[:rng.randint(1, max(1, len(a) - 1))] + b[rng.randint(1, max(1, len(b) - 2)):]
-
-
 def _rhyme(rng: random.Random, word: str) -> str:
     """`word` with its onset changed, or itself ("Kota" -> "Bota", "Kota"): the second word of a name
     like "Hong Kong" or "Walla Walla" (measured on stage 7: "Hong Kong" came out "Hong Kong Kong Kong",
@@ -323,12 +313,12 @@ def made_up_city(rng: random.Random) -> str:
     (measured: without them, held-out cities came out as known ones, "Bucharest" as "Budapest").
     Three kinds of word, so that no one kind's letters become a prior of their own: syllables from
     small tables (stage 4's only kind; measured: held-out names then came back as those syllables,
-    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names or of English words, and
-    free letters."""
+    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, and free letters. (Splices
+    of English words, tried on stage 10, loosened where a name ends: "How warm is Odesa at the
+    moment?" -> "Otea at", "Is Rabat cold today?" -> "Rabatber"; phrasing split 86% -> 82%.)"""
     def word() -> str:
         kind = rng.random()
-        w = (_syllable_name(rng) if kind < 0.25 else _spliced_name(rng) if kind < 0.5
-             else _word_spliced_name(rng) if kind < 0.75 else _letters_name(rng))
+        w = (_syllable_name(rng) if kind < 0.35 else _spliced_name(rng) if kind < 0.7 else _letters_name(rng))
         if rng.random() < 0.15:
             w += rng.choice(PLACE_SUFFIXES)
         return w.capitalize()
