@@ -258,11 +258,3 @@ def test_the_held_out_split_is_the_one_every_stage_was_measured_on():
     digest = hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()
     assert digest == "bf4e3af682b40c37a60abdddfcbe15b1753c0b5b637c198f68f47b39089c9c22"
 
-
-def test_no_training_question_names_a_capital_without_asking_for_it():
-    # stage 9 answered "how warm is Canberra at the moment?" with the capital of Australia after
-    # training on "Which country is Canberra in?"; capitals are named only where one is the answer
-    rng = random.Random(6)
-    plain = [phrasing.plain_request(rng, "train") for _ in range(2000)]
-    assert not [r.text for r in plain if any(c in r.text for c in phrasing.CAPITALS.values())]
-    assert [r for r in plain if r.answer and r.answer.startswith("The capital of")]

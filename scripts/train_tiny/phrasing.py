@@ -313,9 +313,10 @@ def made_up_city(rng: random.Random) -> str:
     (measured: without them, held-out cities came out as known ones, "Bucharest" as "Budapest").
     Three kinds of word, so that no one kind's letters become a prior of their own: syllables from
     small tables (stage 4's only kind; measured: held-out names then came back as those syllables,
-    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, and free letters. (Splices
-    of English words, tried on stage 10, loosened where a name ends: "How warm is Odesa at the
-    moment?" -> "Otea at", "Is Rabat cold today?" -> "Rabatber"; phrasing split 86% -> 82%.)"""
+    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, and free letters. (A fourth
+    kind, splices of English words, tried from stage 9 for 70 minutes, loosened where a name ends: "How
+    warm is Odesa at the moment?" -> "Otea at", "Is Rabat cold today?" -> "Rabatber"; the phrasing split
+    fell 86% -> 82%.)"""
     def word() -> str:
         kind = rng.random()
         w = (_syllable_name(rng) if kind < 0.35 else _spliced_name(rng) if kind < 0.7 else _letters_name(rng))
@@ -396,7 +397,18 @@ SMALL_TALK = {  # (requests, answers)
 }
 
 
+COUNTRY_OF_FRAMES = ["Which country is {y} in?", "{y} is in which country?", "What country is {y} the capital of?",
+                     "which country has {y} as its capital", "Is {y} a capital city?", "{y} is the capital of what?"]
+
+
 def plain_request(rng: random.Random, split: str) -> Request:
+    if split == "train" and rng.random() < 0.15:  # a place named, and still no weather asked for (measured on
+        # stage 7: held-out "Where is the seat of government of Japan?" got get_weather("seat of Kenya")).
+        # They cost "how warm is Canberra at the moment?" (the capital answer), but 35 minutes from stage 9
+        # without them gave 85.5% on the phrasing split against 86%: "How warm is Port Louis ...?" got a greeting
+        country = rng.choice(list(CAPITALS))
+        text = _roughen(rng, rng.choice(COUNTRY_OF_FRAMES), split).format(y=CAPITALS[country])
+        return Request(text, None, answer=f"{CAPITALS[country]} is the capital of {country}.")
     if rng.random() < 0.45:
         country = rng.choice(list(CAPITALS))
         text = _roughen(rng, rng.choice(CAPITAL_FRAMES[split]), split).format(x=country)
