@@ -2,6 +2,8 @@
 training, every conversation lies whole in one row, the loss weights fall where train.py says."""
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import sys
 from pathlib import Path
@@ -252,9 +254,6 @@ def test_the_held_out_split_is_the_one_every_stage_was_measured_on():
     """The card compares stages on the same 200 requests (seed 2026); a training-data change that
     moved a draw on the held-out side would change the yardstick, not the model. Update the digest
     only with a card that says every stage was re-measured."""
-    import hashlib
-    import json
     held = [[r.text, r.name, r.arguments] for r in data.heldout_requests(200, 2026)]
     digest = hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()
     assert digest == "bf4e3af682b40c37a60abdddfcbe15b1753c0b5b637c198f68f47b39089c9c22"
-
