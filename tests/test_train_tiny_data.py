@@ -6,6 +6,7 @@ import hashlib
 import json
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -257,3 +258,21 @@ def test_the_held_out_split_is_the_one_every_stage_was_measured_on():
     held = [[r.text, r.name, r.arguments] for r in data.heldout_requests(200, 2026)]
     digest = hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()
     assert digest == "bf4e3af682b40c37a60abdddfcbe15b1753c0b5b637c198f68f47b39089c9c22"
+
+
+def test_names_of_tokenizer_pieces_make_the_rare_pieces_copy_targets():
+    """Made-up names and the pieces drill write words of the bundled tokenizer's letter pieces, cut on
+    a line of their own into the very pieces drawn, so that the pieces real names are cut into are
+    copy targets, not just the common ones (stage 9: "des" of "Odesa" a target 24 times in all the
+    data, and "Opera" came back). In 2,000 drills half the inside pieces are written at least three
+    times (measured: 51%; 29% with the pieces drill's share given to the other drills)."""
+    tokenizer = phrasing._bundled_tokenizer()
+    starts, insides = phrasing.name_pieces()
+    assert {"Au", "Cal"} <= set(starts) and {"des", "stan", "eed"} <= set(insides)
+    assert all(p.isascii() and p.isalpha() and 2 <= len(p) <= 4 for p in starts + insides)
+    rng = random.Random(0)
+    cut = [tokenizer.encode("\n" + phrasing._pieces_name(rng)).tokens[1:] for _ in range(2000)]
+    assert sum((c[0] in starts or len(c[0]) == 1) and all(p in insides for p in c[1:]) for c in cut) > 0.8 * len(cut)
+    answers = [t.split("</think>\n\n")[-1].split("<|im_end|>")[0] for t in data.drills(2000, 3)]
+    written = Counter(p for a in answers for line in a.split("\n") for p in tokenizer.encode("\n" + line).tokens[1:])
+    assert sum(written[p] >= 3 for p in insides) > 0.4 * len(insides)

@@ -197,13 +197,19 @@ def aside_words() -> list[str]:
     return aside_words.words
 
 
-def list_echo_dialogue(rng: random.Random) -> str:
+def _pieces_word(rng: random.Random) -> str:
+    """A word of the tokenizer's letter pieces drawn evenly (phrasing.name_pieces), as written or in lower case."""
+    w = phrasing._pieces_name(rng)
+    return w.lower() if rng.random() < 0.3 else w
+
+
+def list_echo_dialogue(rng: random.Random, word=_echo_word) -> str:
     """The user gives a few names or words in a sentence; the answer writes each on a line of its
     own, as a call writes its argument. A word after a space and the same word at the start of a
     line are different tokens (" Man"+"chester" is not "Manch"+"ester"), so each line drills the
     copy a call needs (measured on stage 7: held-out cities lost their first piece, "Manchester" ->
     "Aanchester", "Lviv" -> "Oviv"), and ends where the name ends."""
-    words = [_echo_word(rng) for _ in range(rng.randint(2, 5))]
+    words = [word(rng) for _ in range(rng.randint(2, 5))]
     listed = rng.choice([", ", " and ", "; "]).join(words)
     q = rng.choice(["Put each of these on its own line: {t}", "One per line, please: {t}",
                     "List these, one per line: {t}", "Write each on a new line: {t}", "Split into lines: {t}",
@@ -223,13 +229,15 @@ def without_cities(text: str) -> str:
 
 def drills(n: int, seed: int) -> list[str]:
     """Short conversations that put copying from the prompt into most of the loss: tool exchanges
-    without the tools prompt, echo requests (word for word, and a word a line), a few questions."""
+    without the tools prompt, echo requests (word for word, and a word a line, some of words made of
+    the tokenizer's rarer pieces: see phrasing.name_pieces), a few questions."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
         r = rng.random()
-        out.append(tool_dialogue(rng, tools_prompt=False) if r < 0.5 else echo_dialogue(rng) if r < 0.7
-                   else list_echo_dialogue(rng) if r < 0.85 else qa_dialogue(rng))
+        out.append(tool_dialogue(rng, tools_prompt=False) if r < 0.42 else echo_dialogue(rng) if r < 0.57
+                   else list_echo_dialogue(rng) if r < 0.7 else list_echo_dialogue(rng, _pieces_word) if r < 0.88
+                   else qa_dialogue(rng))
     return out
 
 

@@ -214,14 +214,14 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "in lower case, made-up two-word names whose words rhyme or repeat, no-tool questions that name a capital, "
     "and weather in half of the tool requests, since at the end of stage 7 held-out cities lost their first "
     "piece (\"Manchester\" -> \"Aanchester\", \"beirut\" -> \"sirut\") and \"Hong Kong\" came out \"Hong Kong Kong Kong\"",
-    "this commit's data: as stage 8, with 8% more requests that need no tool, questions about "
+    "commit fab1563's data: as stage 8, with 8% more requests that need no tool, questions about "
     "Python code that say \"in Python\" and comparisons in more words, since at the end of stage 8 held-out "
     "questions about Python code got get_weather calls (\"Could you code up an addition function in Python?\" "
     "-> get_weather(\"ic\"))",
 ]
 # The commit whose scripts/train_tiny trained each stage after the first (stage 1: the release 272ed49);
 # None: this commit's.
-STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", "46cba3b", "b92bcbc", None]
+STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", "46cba3b", "b92bcbc", "fab1563"]
 
 
 def _pct(x: float) -> str:

@@ -299,6 +299,45 @@ def _letters_name(rng: random.Random) -> str:
                    for _ in range(rng.randint(3, 10)))
 
 
+BUNDLED_TOKENIZER = Path(__file__).resolve().parents[2] / "workbench" / "checkpoints" / "tiny" / "tokenizer.json"
+
+
+def name_pieces() -> tuple[list[str], list[str]]:
+    """(word starts, word insides): the bundled tokenizer's letter pieces a name on a line of its own is
+    written with, "Au", "Cal" and "des", "stan", "eed" (2 to 4 letters, capitalised or lower case).
+    Stage 9 missed held-out cities where a piece had seldom been a target: "Odesa" -> "Opera" ("des":
+    24 targets in all the training data, against 1,782 for "ou" of "Houston"), "Leeds" -> "Lany" ("eed":
+    8), "Istanbul" -> "Irubul" ("stan": 2); 2,881 of the vocabulary's 3,327 letter pieces had been a
+    target fewer than 50 times, since the vocabulary was learned mostly on code."""
+    if not hasattr(name_pieces, "pieces"):
+        vocab = _bundled_tokenizer().get_vocab(with_added_tokens=False)
+        letters = sorted(t for t in vocab if t.isascii() and t.isalpha() and 2 <= len(t) <= 4)
+        name_pieces.pieces = ([t for t in letters if t[0].isupper() and t[1:].islower()],
+                              [t for t in letters if t.islower()])
+    return name_pieces.pieces
+
+
+def _pieces_name(rng: random.Random) -> str:
+    """A start piece and one or two inside pieces of the tokenizer, drawn evenly ("Au" + "des" + "ck"),
+    so that every piece a real name can be cut into is, as often as any other, a piece to copy. Drawn
+    again while the word, on a line of its own, would be cut into other pieces than those drawn (BPE
+    merges across a seam: "Au" + "des" is "Aud" + "es"); after a few tries the last draw stands."""
+    starts, insides = name_pieces()
+    for _ in range(6):
+        start = rng.choice(starts) if rng.random() < 0.7 else rng.choice("BCDFGHKLMNPRSTVZAEIOU")
+        pieces = [start] + [rng.choice(insides) for _ in range(rng.choice([1, 1, 2]))]
+        if _bundled_tokenizer().encode("\n" + "".join(pieces)).tokens[1:] == pieces:
+            break
+    return "".join(pieces)
+
+
+def _bundled_tokenizer():
+    if not hasattr(_bundled_tokenizer, "tokenizer"):
+        from tokenizers import Tokenizer
+        _bundled_tokenizer.tokenizer = Tokenizer.from_file(str(BUNDLED_TOKENIZER))
+    return _bundled_tokenizer.tokenizer
+
+
 def _rhyme(rng: random.Random, word: str) -> str:
     """`word` with its onset changed, or itself ("Kota" -> "Bota", "Kota"): the second word of a name
     like "Hong Kong" or "Walla Walla" (measured on stage 7: "Hong Kong" came out "Hong Kong Kong Kong",
@@ -311,15 +350,16 @@ def made_up_city(rng: random.Random) -> str:
     """A place name no table holds ("Velmora", "Port Tasiki", "Osloronto", "Qwizt"): asked about in
     training so that the model learns to copy a name from the request, never to recall one it knows
     (measured: without them, held-out cities came out as known ones, "Bucharest" as "Budapest").
-    Three kinds of word, so that no one kind's letters become a prior of their own: syllables from
+    Four kinds of word, so that no one kind's letters become a prior of their own: syllables from
     small tables (stage 4's only kind; measured: held-out names then came back as those syllables,
-    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, and free letters. (A fourth
-    kind, splices of English words, tried from stage 9 for 70 minutes, loosened where a name ends: "How
-    warm is Odesa at the moment?" -> "Otea at", "Is Rabat cold today?" -> "Rabatber"; the phrasing split
-    fell 86% -> 82%.)"""
+    "Winnipeg" as "Winvirouquuchrou"), splices of training cities' names, free letters, and (from
+    stage 10) the tokenizer's own letter pieces drawn evenly (`_pieces_name`). (Splices of English
+    words, tried from stage 9 for 70 minutes, loosened where a name ends: "How warm is Odesa at the
+    moment?" -> "Otea at", "Is Rabat cold today?" -> "Rabatber"; the phrasing split fell 86% -> 82%.)"""
     def word() -> str:
         kind = rng.random()
-        w = (_syllable_name(rng) if kind < 0.35 else _spliced_name(rng) if kind < 0.7 else _letters_name(rng))
+        w = (_syllable_name(rng) if kind < 0.25 else _spliced_name(rng) if kind < 0.5 else
+             _letters_name(rng) if kind < 0.65 else _pieces_name(rng))
         if rng.random() < 0.15:
             w += rng.choice(PLACE_SUFFIXES)
         return w.capitalize()
