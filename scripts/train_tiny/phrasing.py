@@ -302,16 +302,31 @@ def _letters_name(rng: random.Random) -> str:
 BUNDLED_TOKENIZER = Path(__file__).resolve().parents[2] / "workbench" / "checkpoints" / "tiny" / "tokenizer.json"
 
 
+FUNCTION_WORDS = ["am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is", "it", "me", "my",
+                  "no", "of", "ok", "on", "or", "so", "to", "up", "us", "we"]
+
+
 def name_pieces() -> tuple[list[str], list[str]]:
     """(word starts, word insides): the bundled tokenizer's letter pieces a name on a line of its own is
     written with, "Au", "Cal" and "des", "stan", "eed" (2 to 4 letters, capitalised or lower case).
     Stage 9 missed held-out cities where a piece had seldom been a target: "Odesa" -> "Opera" ("des":
     24 targets in all the training data, against 1,782 for "ou" of "Houston"), "Leeds" -> "Lany" ("eed":
     8), "Istanbul" -> "Irubul" ("stan": 2); 2,881 of the vocabulary's 3,327 letter pieces had been a
-    target fewer than 50 times, since the vocabulary was learned mostly on code."""
+    target fewer than 50 times, since the vocabulary was learned mostly on code. No piece that is an
+    English word the data writes on its own ("at", "the", "form"): with them (stage 10), names ran on into
+    the words after them, "How warm is Dubai at the moment?" -> "Dubai at", "Is Hong Kong cold today?"
+    -> "Hong Kongform".
+    Measured, neither shipped: 60 minutes from stage 9 with these names (English words among the
+    pieces), held-out phrasing split 86% -> 86% (weather 52/74 -> 52/74, hand-written 93% -> 95%); 30
+    more without English words, 86% (weather 55/74, no tool 16/19 -> 13/19, hand-written 93%): fewer
+    names lost a piece, more ran on by a piece the request does not hold ("Is Rabat cold today?" ->
+    "Rabat ab"), and "Where is the seat of government of Japan?" got get_weather("eavernment")."""
     if not hasattr(name_pieces, "pieces"):
+        import data  # imported here: data imports this module first
+        words = set(data.aside_words()) | set(FUNCTION_WORDS)
         vocab = _bundled_tokenizer().get_vocab(with_added_tokens=False)
-        letters = sorted(t for t in vocab if t.isascii() and t.isalpha() and 2 <= len(t) <= 4)
+        letters = sorted(t for t in vocab if t.isascii() and t.isalpha() and 2 <= len(t) <= 4
+                         and t.lower() not in words)
         name_pieces.pieces = ([t for t in letters if t[0].isupper() and t[1:].islower()],
                               [t for t in letters if t.islower()])
     return name_pieces.pieces
