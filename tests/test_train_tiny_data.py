@@ -279,3 +279,17 @@ def test_names_of_tokenizer_pieces_make_the_rare_pieces_copy_targets():
     answers = [t.split("</think>\n\n")[-1].split("<|im_end|>")[0] for t in data.drills(2000, 3)]
     written = Counter(p for a in answers for line in a.split("\n") for p in tokenizer.encode("\n" + line).tokens[1:])
     assert sum(written[p] >= 3 for p in insides) > 0.4 * len(insides)
+
+
+def test_training_names_are_followed_by_ordinary_words_the_call_leaves_out():
+    """A share of training weather requests put a short function word, then up to two docstring words,
+    right after the name ("How warm is Rabat at split path today?"), while the call names the city alone,
+    so that the words after a name tell where it ends (stage 11: "Is Rabat cold today?" -> "Rabat ab";
+    with long words only after names, "Dubai at the moment" -> "Dubai at"). The held-out split is
+    untouched: its digest is pinned by test_the_held_out_split_is_the_one_every_stage_was_measured_on."""
+    rng = random.Random(5)
+    requests = [phrasing.weather_request(rng, "train") for _ in range(3000)]
+    after = [r.text.split(r.arguments["city"], 1)[1].split() for r in requests]
+    followed = sum(bool(a) and a[0].strip("?.,!") in phrasing.FUNCTION_WORDS for a in after)
+    # measured: 31% (7% from the frames alone, "... at the moment", with no words put after names)
+    assert 0.2 * len(requests) < followed < 0.45 * len(requests)

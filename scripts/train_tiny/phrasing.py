@@ -389,11 +389,31 @@ def made_up_city(rng: random.Random) -> str:
             return name
 
 
+WORDS_AFTER_NAME_SHARE = 0.3  # of training weather requests whose name is written as given
+
+
+def _words_after_name(rng: random.Random) -> str:
+    """A short function word, then up to two words from the docstrings ("at", "of split path"): put
+    right after a name in training requests, so that where a name ends is told by the words after it,
+    not by what the name looks like. Names of the tokenizer's pieces (stages 10 and 11) cost that: the
+    names ran on, "Is Rabat cold today?" -> "Rabat ab", "How warm is Dubai at the moment?" -> "Dubai at".
+    Measured from stage 11: with docstring words only (3 letters or more) after names, 30 minutes took
+    the held-out phrasing split from 86% to 84% (weather 55/74 -> 46/74; "X at the moment" came out
+    "X at" every time); with a function word first, 18 minutes took it to 90% (weather 59/74, no tool
+    13/19 -> 16/19, hand-written 93% -> 95%): stage 12."""
+    import data  # imported here: data imports this module first
+    return " ".join([rng.choice(FUNCTION_WORDS)] + [rng.choice(data.aside_words()) for _ in range(rng.randint(0, 2))])
+
+
 def weather_request(rng: random.Random, split: str) -> Request:
     city = made_up_city(rng) if split == "train" and rng.random() < MADE_UP_SHARE else rng.choice(CITIES[split])
     # training writes more names in lower case, as people type them (a held-out miss: "beirut" -> "tirut")
     written = city.lower() if rng.random() < (0.2 if split == "train" else 0.1) else city
-    text = _roughen(rng, _weather_frame(rng, split), split).format(c=written)
+    if split == "train" and written == city and rng.random() < WORDS_AFTER_NAME_SHARE:
+        shown = f"{written} {_words_after_name(rng)}"
+    else:
+        shown = written
+    text = _roughen(rng, _weather_frame(rng, split), split).format(c=shown)
     return Request(text, "get_weather", {"city": written})
 
 
