@@ -33,18 +33,28 @@ from workbench.spec import ModelSpec  # noqa: E402
 from workbench.tools import ToolBox, parse_tool_calls  # noqa: E402
 
 
-def token_losses(model, ids: np.ndarray, window: int = 512) -> np.ndarray:
-    """Next-token losses (nats) over `ids`, in windows."""
-    out = []
-    for start in range(0, len(ids) - 1, window):
+def token_losses(model, ids: np.ndarray, window: int = 1024, context: int = 512) -> np.ndarray:
+    """Next-token losses (nats) `[len(ids) - 1]`, each predicted with at least `context` tokens before
+    it (all there are near the start), in windows of `window` (the training rows' length) that overlap
+    by `context`. Windows that do not overlap leave the tokens at each window's start with no context
+    at all: measured on the held-out chats, those first 60 positions of each 512-token window held all
+    of stage 12's rise in chat perplexity over stage 9 (the model guessing the middle of a tools
+    prompt it could not see), while every other position was better."""
+    if not 0 <= context < window:
+        raise ValueError(f"context ({context}) must be at least 0 and less than the window ({window})")
+    out, n, step = [], len(ids) - 1, window - context
+    for start in range(0, max(n, 1), step):
         chunk = ids[start:start + window + 1]
         if len(chunk) < 2:
             break
         logits = model.logits(chunk[:-1]).astype(np.float64)
         logits -= logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        out.append(-logp[np.arange(len(chunk) - 1), chunk[1:]])
-    return np.concatenate(out)
+        losses = -logp[np.arange(len(chunk) - 1), chunk[1:]]
+        out.append(losses if start == 0 else losses[context:])  # the first `context` were kept already
+        if start + window >= n:
+            break
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def unigram(model, texts: list[str]) -> np.ndarray:
@@ -218,10 +228,21 @@ STAGES = [  # what each training stage was (recorded in training.json's "init" c
     "Python code that say \"in Python\" and comparisons in more words, since at the end of stage 8 held-out "
     "questions about Python code got get_weather calls (\"Could you code up an addition function in Python?\" "
     "-> get_weather(\"ic\"))",
+    "commit 4c4097a's data: as stage 9, with a third of the made-up names built of the tokenizer's letter pieces "
+    "drawn evenly and a drill that writes such words one per line, since at the end of stage 9 held-out names "
+    "lost a piece that had seldom been a loss target (\"Odesa\" -> \"Opera\": \"des\" a target 24 times in all "
+    "the data, against 1,782 for \"ou\" of \"Houston\")",
+    "commit b570653's data: as stage 10, with no English word among the pieces, since at the end of stage 10 names "
+    "ran on into the words after them (\"How warm is Dubai at the moment?\" -> \"Dubai at\")",
+    "this commit's data: as stage 11, with a short function word and up to two other words right after 30% of the "
+    "training names, and the question drill back to 15% of drills, since at the end of stage 11 names ran on by "
+    "a piece the request does not hold (\"Is Rabat cold today?\" -> \"Rabat ab\") and 13 of 19 requests that need "
+    "no tool were answered without one",
 ]
 # The commit whose scripts/train_tiny trained each stage after the first (stage 1: the release 272ed49);
 # None: this commit's.
-STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", "46cba3b", "b92bcbc", "fab1563"]
+STAGE_COMMITS = [None, "65ffbcf", "cb46bb5", "6dbc9e3", "f9e3ade", "2bf8d46", "46cba3b", "b92bcbc", "fab1563",
+                 "4c4097a", "b570653", None]
 
 
 def _pct(x: float) -> str:
@@ -414,8 +435,12 @@ copied piece by piece, like any name the model never saw.
 ## Measured (`scripts/train_tiny/evaluate.py`)
 Next-token loss on held-out text: all of the code (the held-out stdlib files); the assistant turns
 of 300 held-out conversations in the held-out phrasing (what training teaches: the tools prompt,
-requests and tool responses are context, never predicted). "Before" is the stage-1 checkpoint (the first release) on the
-same tokens; the unigram baseline is the training text's token frequencies.
+requests and tool responses are context, never predicted). Each token is predicted with at least 512
+tokens before it (windows of 1,024, the training rows' length, overlapping by 512). "Before" is the
+stage-1 checkpoint (the first release) on the same tokens; the unigram baseline is the training text's
+token frequencies. Cards up to stage 9 cut the text into 512-token windows that did not overlap, so
+the first tokens of each window were guessed with no context (a tools prompt's middle, say); measured
+that way stage 9 had code 113.07 and chat 1.17, measured as here 112.74 and 1.08.
 
 | | tokens | loss (nats) | perplexity | before | unigram perplexity |
 |---|---|---|---|---|---|
@@ -442,15 +467,18 @@ Examples from the hand-written set:
 Misses on the hand-written set:
 {misses}
 
-Where it falls short: copying a name it has not seen, which it does piece by piece. Two places go
-wrong. The first piece: " Reykjavik" in a request and "Reykjavik" on the call's own line are
-different tokens, so the first piece is a lookup learned token by token, not a copy; stage 8's
-one-per-line drill trains that lookup on many words, yet held-out "beirut" still comes out "isirut"
-and "Odesa" "Opera". And the name's span, in frames of a shape training never had: it runs on past
-the name into an unseen word ("... like in Copenhagen Ta." gets "Copenhagen Ta"). A capital asked
-about in an unseen frame can also get the capital question's answer instead of a call ("how warm is
-Canberra at the moment?": "Canberra is the capital of Australia."). Weather on the phrasing split,
-whose cities and frames training never saw, is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
+Where it falls short: copying a name it has not seen, which it does piece by piece. A piece can go
+wrong: " beirut" in a request and "beirut" on the call's own line are different tokens, so the first
+piece is a lookup learned token by token, not a copy, and a piece training seldom wrote is seldom
+written back; stage 10 put the tokenizer's letter pieces, drawn evenly, into made-up names, yet held-out
+"beirut" still comes out "birut" and "glasgow" "glaExow". The name's span, in frames of a shape
+training never had: it stops short ("nizhny novgorod" -> "nizhny"), runs on ("Is Hong Kong cold
+today?" -> "Hong Kongher"; "... like in Copenhagen Ta." -> "Copenhagen Ta"), or another word of the
+request is copied ("What are the skies like over Dubai" -> "skies"). A greeting or thanks around a
+request can take the reply's place ("Greetings! How warm is Innsbruck at the moment? Many thanks!"
+-> "You're welcome!"), and a question that needs no tool, in a frame training never had, can get a
+call ("Where is the seat of government of Vietnam?" -> get_weather("Vietnam")). Weather on the
+phrasing split, whose cities and frames training never saw, is {r['tool_use']['phrasing']['by_kind']['get_weather']}.
 
 Routing: Jensen-Shannon divergence (bits) between the expert-load distributions of code and chat tokens,
 per MoE layer, against the same figure for two random halves of the code:
