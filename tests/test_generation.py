@@ -76,6 +76,8 @@ def test_stream_yields_what_generate_returns(tiny):
     pieces = list(stream)
     assert "".join(pieces) == stream.generation.raw_text == tiny.generate("import ", max_new_tokens=20).raw_text
     assert all(p for p in pieces)
+    counts = [p.tokens for p in pieces]  # the generation's tokens so far: what a meter counts by
+    assert counts == sorted(counts) and counts[0] >= 1 and counts[-1] == len(stream.generation.token_ids)
 
 
 def test_stream_stop_interrupts_and_model_stays_usable(tiny):

@@ -157,7 +157,7 @@ class ScriptedModel:
             generation = gen
 
             def __iter__(self):
-                yield Chunk(text, False, -1)
+                yield Chunk(text, False, -1, 1)
 
             def stop(self):
                 pass

@@ -97,6 +97,29 @@ def test_planner_panel_updates_with_its_controls():
     assert "fits H200" in panel.verdict.value
 
 
+def test_the_meter_counts_tokens_not_ids_or_chunks():
+    """A token repeats ("0" "0" "0"), a token's text can be held back and come out with a later one
+    (a possible stop string), and one token can yield two chunks (the end of thinking, then text):
+    the meter counts `Chunk.tokens`, the generation's own count (it counted changes of token id,
+    and a Q4_0 copy writing " # 1000000000" read 4 tokens for 12)."""
+    from workbench.model import Chunk
+    from workbench.widgets.speed import TokensPerSecondMeter
+
+    stats = workbench.Stats(2, 6, 0.01, 200.0, 100.0, 0.06, None)
+    gen = workbench.Generation(text="0000000", token_ids=np.full(6, 15), prompt_ids=np.zeros(2, np.int64),
+                               finish_reason="length", stats=stats, raw_text="0000000")
+
+    class Replayed:  # the chunks of one such stream, as Stream yields them
+        generation = gen
+
+        def __iter__(self):
+            yield from [Chunk("0", True, 15, 1), Chunk("0", False, 15, 1), Chunk("0", False, 15, 2),
+                        Chunk("000", False, 15, 5), Chunk("0", False, 15, 6)]
+    meter = TokensPerSecondMeter()
+    assert meter.run(Replayed()) is gen
+    assert meter.tokens == 6
+
+
 def test_streaming_meter_updates_per_token(model):
     from workbench.widgets import StreamingMeter
 

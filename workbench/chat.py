@@ -27,6 +27,7 @@ class ChatEvent:
     call: ToolCall | None = None
     generation: "Generation | None" = None
     token_id: int = -1
+    tokens: int = 0         # a text or thinking chunk's Chunk.tokens: its round's tokens so far
 
 
 @dataclass
@@ -82,7 +83,8 @@ class ChatLoop:
             if self._stopped:  # stopped before this stream existed (Stop right after Send)
                 self._stream.stop()
             for chunk in self._stream:
-                yield ChatEvent("thinking" if chunk.thinking else "text", str(chunk), token_id=chunk.token_id)
+                yield ChatEvent("thinking" if chunk.thinking else "text", str(chunk), token_id=chunk.token_id,
+                                tokens=chunk.tokens)
             gen = self._stream.generation
             generations.append(gen)
             yield ChatEvent("round", generation=gen)

@@ -136,6 +136,7 @@ class StepEvent:
 
     token_id: int
     text: str               # new text made complete by this token ('' while a character is split)
+    tokens: int             # tokens generated so far, this one included (a token repeats; this never does)
 
 
 class DecodeLoop:
@@ -258,7 +259,7 @@ class DecodeLoop:
             tail = self._held + decoder.flush()
             if tail:
                 self.text += tail
-                yield StepEvent(self.token_ids[-1], tail)
+                yield StepEvent(self.token_ids[-1], tail, len(self.token_ids))
         backend.synchronize()
         self._finish(start, *self._times)
         if self.store is not None:  # the loop's own cache: prompt and reply, as forwarded
@@ -293,7 +294,7 @@ class DecodeLoop:
                 self._fed.append(token_id)
             emit, done = self._take(token_id, decoder)
             if emit:
-                yield StepEvent(token_id, emit)
+                yield StepEvent(token_id, emit, len(self.token_ids))
             if done:
                 break
             token = upcoming
@@ -318,7 +319,7 @@ class DecodeLoop:
                 self._drafted.append(i < len(ready) - 1)  # a step's last token is sampled, the others drafts
                 emit, done = self._take(token_id, decoder)
                 if emit:
-                    yield StepEvent(token_id, emit)
+                    yield StepEvent(token_id, emit, len(self.token_ids))
                 if done:
                     break
             read = i + 1 if done and self._reads_last_token() else i  # tokens of `ready` the cache keeps

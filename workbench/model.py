@@ -24,14 +24,18 @@ DEFAULT_DRAFTS = 2
 
 
 class Chunk(str):
-    """A piece of streamed text; `.thinking` says whether it belongs to the reasoning part."""
+    """A piece of streamed text; `.thinking` says whether it belongs to the reasoning part,
+    `.token_id` which token completed it, `.tokens` how many tokens the generation had made by then
+    (count tokens with it: a token that repeats has the same id, and a token whose text is held back,
+    a possible stop string or half a character, comes out with a later one)."""
 
     thinking: bool = False
     token_id: int = -1
+    tokens: int = 0
 
-    def __new__(cls, text: str, thinking: bool, token_id: int):
+    def __new__(cls, text: str, thinking: bool, token_id: int, tokens: int):
         self = super().__new__(cls, text)
-        self.thinking, self.token_id = thinking, token_id
+        self.thinking, self.token_id, self.tokens = thinking, token_id, tokens
         return self
 
 
@@ -58,7 +62,7 @@ class Stream:
     def _run(self) -> Iterator[Chunk]:
         for event in self._loop:
             for text, thinking in self._tracker.feed(event.text):
-                yield Chunk(text, thinking, event.token_id)
+                yield Chunk(text, thinking, event.token_id, event.tokens)
         self.generation = self._finish(self._loop)
 
 

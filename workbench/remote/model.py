@@ -6,8 +6,8 @@ llama.cpp's server, mlx_lm.server), for what a server can do.
   with `chat_template="local"` (the default for llama-cpp-python's server, which reads that field
   only at start), rendered here by the checkpoint's own template and sent as prompt text.
 - Streaming is the server's own SSE stream; `Stream.stop()` closes the socket, which ends the
-  request on the server. Servers stream text, not token ids: a `Chunk.token_id` is the chunk's
-  number, and token counts come from the server's `usage`.
+  request on the server. Servers stream text, not token ids: a `Chunk.token_id` and `Chunk.tokens`
+  are the chunk's number, and token counts come from the server's `usage`.
 - Thinking: a server with a reasoning parser sends it apart (`reasoning_content` / `reasoning`);
   otherwise the `<think>` markup in the text is split as in-process.
 - Tool calls: the server's structured `tool_calls` when it parses them, else the Qwen3-Coder XML in
@@ -317,7 +317,7 @@ class RemoteStream:
                                               f"{self.body['max_tokens']} tokens and did not stop: the stream is "
                                               "closed. Is it an OpenAI-compatible server?")
                     for piece, is_thinking in pieces:
-                        yield Chunk(piece, is_thinking, n)
+                        yield Chunk(piece, is_thinking, n, n)
         except WorkbenchError:
             if not self._stopped:
                 raise
@@ -365,7 +365,7 @@ class RemoteStream:
                                        usage, start, _calls(calls), (rows, first, prompt_ids, gen_ids))
         for piece, is_thinking in ([(thought, True)] if thought else []) + \
                 (ThinkingTracker(self._opened and thought is None).feed(raw) if raw else []):
-            yield Chunk(piece, is_thinking, 1)
+            yield Chunk(piece, is_thinking, 1, 1)
 
     def _result(self, raw: str, thinking: str | None, stamps: list[float], reason: str, usage: dict,
                 start: float, calls: list[ToolCall] | None, routed) -> Generation:

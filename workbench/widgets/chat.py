@@ -166,7 +166,7 @@ class ChatPanel(w.VBox):
     def _run(self, loop: ChatLoop) -> None:
         turn = _Turn()
         last_draw = 0.0
-        self._last_token, self._metering = None, False
+        self._metering, self._counted = False, 0
         try:
             for event in loop.events():
                 self._on_event(event, turn)
@@ -200,10 +200,10 @@ class ChatPanel(w.VBox):
             turn.add(event.kind, event.text)
             if not self._metering:
                 self.meter.start()
-                self._metering = True
-            if event.token_id != self._last_token:
-                self.meter.tick()
-                self._last_token = event.token_id
+                self._metering, self._counted = True, 0
+            if event.tokens > self._counted:  # tokens of this round, not ids: an id can repeat
+                self.meter.tick(event.tokens - self._counted)
+                self._counted = event.tokens
         elif event.kind == "round":
             stats = event.generation.stats
             if stats.new_tokens:

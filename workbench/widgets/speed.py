@@ -48,11 +48,11 @@ class TokensPerSecondMeter(w.HTML):
     def run(self, stream, on_text=None):
         """Consume a `model.stream(...)`, ticking per token; returns its Generation."""
         self.start()
-        last = None
+        counted = 0
         for chunk in stream:
-            if chunk.token_id != last:
-                self.tick()
-                last = chunk.token_id
+            if chunk.tokens > counted:  # several chunks can come from one token, and none from another
+                self.tick(chunk.tokens - counted)
+                counted = chunk.tokens
             if on_text is not None:
                 on_text(chunk)
         self.finish(stream.generation.stats)
