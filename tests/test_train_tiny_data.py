@@ -293,6 +293,8 @@ def test_training_names_are_followed_by_ordinary_words_the_call_leaves_out():
     followed = sum(bool(a) and a[0].strip("?.,!") in phrasing.FUNCTION_WORDS for a in after)
     # measured: 31% (7% from the frames alone, "... at the moment", with no words put after names)
     assert 0.2 * len(requests) < followed < 0.45 * len(requests)
+    # the call ends where the name does ("Port of Spain" and "Frankfurt am Main" hold such words inside)
+    assert not any(r.arguments["city"].split()[-1].lower() in phrasing.FUNCTION_WORDS for r in requests)
 
 
 def test_perplexity_windows_give_every_token_its_context():

@@ -43,10 +43,8 @@ def token_losses(model, ids: np.ndarray, window: int = 1024, context: int = 512)
     if not 0 <= context < window:
         raise ValueError(f"context ({context}) must be at least 0 and less than the window ({window})")
     out, n, step = [], len(ids) - 1, window - context
-    for start in range(0, max(n, 1), step):
+    for start in range(0, n, step):
         chunk = ids[start:start + window + 1]
-        if len(chunk) < 2:
-            break
         logits = model.logits(chunk[:-1]).astype(np.float64)
         logits -= logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -54,7 +52,7 @@ def token_losses(model, ids: np.ndarray, window: int = 1024, context: int = 512)
         out.append(losses if start == 0 else losses[context:])  # the first `context` were kept already
         if start + window >= n:
             break
-    return np.concatenate(out) if out else np.zeros(0)
+    return np.concatenate(out) if out else np.zeros(0)  # fewer than two ids: nothing to predict
 
 
 def unigram(model, texts: list[str]) -> np.ndarray:

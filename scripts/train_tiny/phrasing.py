@@ -322,8 +322,7 @@ def name_pieces() -> tuple[list[str], list[str]]:
     names lost a piece, more ran on by a piece the request does not hold ("Is Rabat cold today?" ->
     "Rabat ab"), and "Where is the seat of government of Japan?" got get_weather("eavernment")."""
     if not hasattr(name_pieces, "pieces"):
-        import data  # imported here: data imports this module first
-        words = set(data.aside_words()) | set(FUNCTION_WORDS)
+        words = set(_aside_words()) | set(FUNCTION_WORDS)
         vocab = _bundled_tokenizer().get_vocab(with_added_tokens=False)
         letters = sorted(t for t in vocab if t.isascii() and t.isalpha() and 2 <= len(t) <= 4
                          and t.lower() not in words)
@@ -401,8 +400,13 @@ def _words_after_name(rng: random.Random) -> str:
     the held-out phrasing split from 86% to 84% (weather 55/74 -> 46/74; "X at the moment" came out
     "X at" every time); with a function word first, 18 minutes took it to 90% (weather 59/74, no tool
     13/19 -> 16/19, hand-written 93% -> 95%): stage 12."""
-    import data  # imported here: data imports this module first
-    return " ".join([rng.choice(FUNCTION_WORDS)] + [rng.choice(data.aside_words()) for _ in range(rng.randint(0, 2))])
+    return " ".join([rng.choice(FUNCTION_WORDS)] + [rng.choice(_aside_words()) for _ in range(rng.randint(0, 2))])
+
+
+def _aside_words() -> list[str]:
+    """data.aside_words(), the docstring words; imported here, since data imports this module first."""
+    import data
+    return data.aside_words()
 
 
 def weather_request(rng: random.Random, split: str) -> Request:

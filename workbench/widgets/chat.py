@@ -166,7 +166,7 @@ class ChatPanel(w.VBox):
     def _run(self, loop: ChatLoop) -> None:
         turn = _Turn()
         last_draw = 0.0
-        self._metering, self._counted = False, 0
+        self._metering = False
         try:
             for event in loop.events():
                 self._on_event(event, turn)
@@ -200,10 +200,8 @@ class ChatPanel(w.VBox):
             turn.add(event.kind, event.text)
             if not self._metering:
                 self.meter.start()
-                self._metering, self._counted = True, 0
-            if event.tokens > self._counted:  # tokens of this round, not ids: an id can repeat
-                self.meter.tick(event.tokens - self._counted)
-                self._counted = event.tokens
+                self._metering = True
+            self.meter.tick_to(event.tokens)  # this round's tokens so far (start() set the count to 0)
         elif event.kind == "round":
             stats = event.generation.stats
             if stats.new_tokens:

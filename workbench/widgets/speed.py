@@ -37,6 +37,12 @@ class TokensPerSecondMeter(w.HTML):
         decode = (self.tokens - 1) / (now - self._first)
         self.value = f"<b>{decode:,.1f} tok/s</b> | {self.tokens} tokens | {first}"
 
+    def tick_to(self, tokens: int) -> None:
+        """Tick up to `tokens` in all (a chunk's `Chunk.tokens`): several chunks can come from one
+        token and none from another, and a token id can repeat, so chunks are not counted."""
+        if tokens > self.tokens:
+            self.tick(tokens - self.tokens)
+
     def finish(self, stats) -> None:
         rate = "-" if stats.decode_tokens_per_s != stats.decode_tokens_per_s else f"{stats.decode_tokens_per_s:,.1f}"
         reused = getattr(stats, "reused_prompt_tokens", 0)
@@ -48,11 +54,8 @@ class TokensPerSecondMeter(w.HTML):
     def run(self, stream, on_text=None):
         """Consume a `model.stream(...)`, ticking per token; returns its Generation."""
         self.start()
-        counted = 0
         for chunk in stream:
-            if chunk.tokens > counted:  # several chunks can come from one token, and none from another
-                self.tick(chunk.tokens - counted)
-                counted = chunk.tokens
+            self.tick_to(chunk.tokens)
             if on_text is not None:
                 on_text(chunk)
         self.finish(stream.generation.stats)
